@@ -1,0 +1,3 @@
+from voip.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,366 @@
+"""Adaptive jitter buffer: packets in, exactly the requested audio out, on the caller's clock.
+
+Design (DESIGN.md section 4, after WebRTC's NetEq):
+
+* Packets are keyed by unwrapped RTP timestamp. Duplicates are dropped; reordered
+  packets take their place; packets behind the playout point are late and dropped.
+* Every pull yields the requested number of samples: decoded audio; for a missing
+  packet whose successor is here, the successor's in-band FEC (one frame) or PLC;
+  with nothing buffered, PLC that holds the playout point ("expand").
+* Concealment played while the buffer was empty covers the timestamps it stood in
+  for: when packets return after a loss burst the playout point jumps over them, so
+  delay does not ratchet up by the length of every burst.
+* The target level is the 95th percentile of relative arrival delay (arrival time
+  minus RTP time, against the fastest packet of the last 2 s; 20 ms histogram
+  buckets, forget factor 0.983, starting at 80 ms) plus two packets: the one playing
+  and the one whose FEC may stand in for it. The buffer moves toward the target a
+  packet at a time, by dropping a decoded low-energy packet (accelerate) or inserting
+  a concealment packet after a low-energy one (expand). Time-stretching voiced
+  speech is the next step (issue: NetEq-class jitter buffer).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from voip import SAMPLE_RATE
+from voip.codec import Decoder, Pcm
+from voip.seqnum import Unwrapper
+
+LOW_ENERGY_RMS = 10 ** (-45 / 20)  # a pause in speech; dropping or repeating it is inaudible
+INTERRUPTION_MS = 150.0  # W3C: concealment runs this long count as an interruption
+DELAY_HISTOGRAM_MS = 2000  # buffer-delay statistics: 1 ms bins up to here
+
+
+class PushResult(Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+@dataclass(frozen=True)
+class JitterConfig:
+    min_delay_ms: float = 0.0
+    max_delay_ms: float = 500.0
+    initial_delay_ms: float = 80.0
+    quantile: float = 0.95
+    forget_factor: float = 0.983
+    bucket_ms: float = 20.0
+    reference_window_s: float = 2.0
+    max_packets: int = 500
+    resync_after_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_delay_ms <= self.max_delay_ms:
+            raise ValueError(
+                f"jitter bounds must satisfy 0 <= min <= max, got "
+                f"{self.min_delay_ms} and {self.max_delay_ms} ms"
+            )
+        if not 0 < self.quantile < 1:
+            raise ValueError(f"jitter quantile must be between 0 and 1, not {self.quantile}")
+
+
+@dataclass(frozen=True)
+class JitterStats:
+    packets_late: int
+    packets_duplicate: int
+    fec_recovered: int
+    concealed_ms: float
+    concealment_events: int
+    interruptions: int
+    buffer_delay_ms: float
+    buffer_delay_p95_ms: float
+    buffer_target_ms: float
+    accelerated_ms: float
+    expanded_ms: float
+
+
+@dataclass
+class _Buffered:
+    payload: bytes
+    samples: int
+    arrival: float
+
+
+class DelayEstimator:
+    """NetEq-style target: a forgetting histogram of relative arrival delay."""
+
+    def __init__(self, config: JitterConfig) -> None:
+        self._config = config
+        buckets = int(math.ceil(config.max_delay_ms / config.bucket_ms)) + 1
+        self._histogram = np.zeros(buckets)
+        # The target adds two packets to the quantile; start where 20 ms packets give the initial delay.
+        start_ms = max(0.0, config.initial_delay_ms - 40.0)
+        start = min(buckets - 1, int(start_ms / config.bucket_ms))
+        self._histogram[start] = 1.0
+        self._window: deque[tuple[float, float]] = deque()  # (arrival, transit), transit rising
+        self.quantile_delay_ms = start * config.bucket_ms
+
+    def on_arrival(self, timestamp: int, now: float) -> None:
+        transit = now - timestamp / SAMPLE_RATE
+        window = self._window
+        while window and window[0][0] < now - self._config.reference_window_s:
+            window.popleft()
+        while window and window[-1][1] >= transit:  # monotonic deque: front is the minimum
+            window.pop()
+        window.append((now, transit))
+        relative_ms = (transit - window[0][1]) * 1000.0
+        bucket = min(len(self._histogram) - 1, int(relative_ms / self._config.bucket_ms))
+        self._histogram *= self._config.forget_factor
+        self._histogram[bucket] += 1.0 - self._config.forget_factor
+        cumulative = np.cumsum(self._histogram)
+        index = int(np.searchsorted(cumulative, self._config.quantile * cumulative[-1]))
+        self.quantile_delay_ms = min(index, len(self._histogram) - 1) * self._config.bucket_ms
+
+    def reset_reference(self) -> None:
+        self._window.clear()
+
+
+class JitterBuffer:
+    def __init__(self, decoder: Decoder, config: JitterConfig | None = None) -> None:
+        self.config = config or JitterConfig()
+        self._decoder = decoder
+        self._estimator = DelayEstimator(self.config)
+        self._unwrapper = Unwrapper(32)
+        self._packets: dict[int, _Buffered] = {}
+        self._keys: list[int] = []  # sorted timestamps of self._packets
+        self._playout_ts: int | None = None
+        self._concealed_ahead = 0
+        self._played: deque[int] = deque(maxlen=64)  # to tell duplicates from late packets
+        self._fifo = np.zeros(0, dtype=np.float32)
+        self._last_samples = 960
+        self._last_rms = 0.0
+        self._levels: deque[int] = deque(maxlen=25)
+        self._ended = False
+        self._first_arrival: float | None = None
+        # statistics
+        self.packets_late = 0
+        self.packets_duplicate = 0
+        self.fec_recovered = 0
+        self._concealed_samples = 0
+        self._concealment_events = 0
+        self._interruptions = 0
+        self._run_samples = 0  # length of the current concealment run
+        self._accelerated_samples = 0
+        self._expanded_samples = 0
+        self._delay_histogram = np.zeros(DELAY_HISTOGRAM_MS + 1, dtype=np.int64)
+        self._delay_sum = 0.0
+
+    # ---- input ---------------------------------------------------------------------------
+
+    def push(self, timestamp: int, payload: bytes, samples: int, now: float) -> PushResult:
+        """Insert one packet: its 32-bit RTP timestamp, payload and duration (validated by the caller)."""
+        ts = self._unwrapper.unwrap(timestamp)
+        if self._playout_ts is not None:
+            if ts < self._playout_ts:
+                if ts in self._played:
+                    self.packets_duplicate += 1
+                    return PushResult.DUPLICATE
+                self.packets_late += 1
+                return PushResult.LATE
+            if ts - self._playout_ts > self.config.resync_after_s * SAMPLE_RATE:
+                self._resync(ts)
+        if ts in self._packets:
+            self.packets_duplicate += 1
+            return PushResult.DUPLICATE
+        if len(self._keys) >= self.config.max_packets:
+            self._drop_oldest()
+        self._packets[ts] = _Buffered(payload, samples, now)
+        bisect.insort(self._keys, ts)
+        if self._first_arrival is None:
+            self._first_arrival = now
+        self._estimator.on_arrival(ts, now)
+        return PushResult.ACCEPTED
+
+    def end_of_stream(self) -> None:
+        """The sender said BYE: play out what is buffered, then report `drained`."""
+        self._ended = True
+
+    @property
+    def drained(self) -> bool:
+        return self._ended and not self._keys and len(self._fifo) == 0
+
+    def _resync(self, ts: int) -> None:
+        """The stream jumped far ahead (sender restarted its clock): start over from `ts`."""
+        self._packets.clear()
+        self._keys.clear()
+        self._playout_ts = None
+        self._concealed_ahead = 0
+        self._first_arrival = None
+        self._estimator.reset_reference()
+
+    def _drop_oldest(self) -> None:
+        ts = self._keys.pop(0)
+        del self._packets[ts]
+        self.packets_late += 1
+
+    # ---- output --------------------------------------------------------------------------
+
+    def pull(self, samples: int, now: float) -> Pcm:
+        """Exactly `samples` of audio for the output clock; silence before start and after end."""
+        if self._playout_ts is not None:
+            self._levels.append(self.level_samples)
+        while len(self._fifo) < samples:
+            chunk = self._next_chunk(now)
+            if chunk is None:
+                break
+            self._fifo = np.concatenate((self._fifo, chunk)) if len(self._fifo) else chunk
+        out = self._fifo[:samples]
+        self._fifo = self._fifo[samples:]
+        if len(out) < samples:
+            out = np.concatenate((out, np.zeros(samples - len(out), dtype=np.float32)))
+        return out
+
+    @property
+    def level_samples(self) -> int:
+        """Audio buffered ahead of the output: what is queued, minus what concealment already covered."""
+        level = len(self._fifo)
+        if self._keys and self._playout_ts is not None:
+            newest = self._keys[-1]
+            ahead = newest + self._packets[newest].samples - self._playout_ts
+            level += max(0, ahead - self._concealed_ahead)
+        return level
+
+    @property
+    def target_samples(self) -> int:
+        packet = self._last_samples
+        target_ms = self._estimator.quantile_delay_ms + 2 * packet * 1000 / SAMPLE_RATE
+        target_ms = min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms))
+        return int(target_ms * SAMPLE_RATE / 1000)
+
+    @property
+    def started(self) -> bool:
+        return self._playout_ts is not None
+
+    def _next_chunk(self, now: float) -> Pcm | None:
+        if self._playout_ts is None and not self._try_start(now):
+            return None
+        assert self._playout_ts is not None
+        packet = self._packets.get(self._playout_ts)
+        if packet is not None:
+            return self._play_packet(packet, now)
+        if self._keys:
+            return self._fill_gap(self._keys[0])
+        if self._ended:
+            return None
+        chunk = self._conceal(self._last_samples)
+        self._concealed_ahead += len(chunk)
+        return chunk
+
+    def _try_start(self, now: float) -> bool:
+        if not self._keys or self._first_arrival is None:
+            return False
+        first = self._keys[0]
+        newest = self._keys[-1]
+        buffered = newest + self._packets[newest].samples - first
+        waited = (now - self._first_arrival) * SAMPLE_RATE
+        if buffered < self.target_samples and waited < self.target_samples and not self._ended:
+            return False
+        self._playout_ts = first
+        self._last_samples = self._packets[first].samples
+        return True
+
+    def _play_packet(self, packet: _Buffered, now: float) -> Pcm:
+        assert self._playout_ts is not None
+        valley = min(self._levels) if self._levels else self.level_samples
+        excess = valley - self.target_samples
+        can_grow = not self._ended  # after BYE no packet will arrive to fill what we insert
+        if excess < -packet.samples and self._last_rms < LOW_ENERGY_RMS and can_grow:
+            self._levels.clear()
+            chunk = self._conceal(packet.samples, counted=False)
+            self._expanded_samples += len(chunk)
+            return chunk
+        self._take(self._playout_ts, now)
+        pcm = self._decoder.decode(packet.payload)
+        self._end_concealment_run()
+        self._concealed_ahead = 0
+        self._last_samples = packet.samples
+        self._playout_ts += packet.samples
+        rms = _rms(pcm)
+        must_shrink = excess >= max(4 * packet.samples, SAMPLE_RATE // 10)
+        if excess >= 2 * packet.samples and (rms < LOW_ENERGY_RMS or must_shrink):
+            self._levels.clear()
+            self._accelerated_samples += len(pcm)
+            return np.zeros(0, dtype=np.float32)
+        self._last_rms = rms
+        return pcm
+
+    def _fill_gap(self, next_ts: int) -> Pcm:
+        """The packet at the playout point is missing but a later one is here."""
+        assert self._playout_ts is not None
+        covered = min(self._concealed_ahead, next_ts - self._playout_ts)
+        self._playout_ts += covered
+        self._concealed_ahead = 0
+        gap = next_ts - self._playout_ts
+        if gap == 0:
+            return np.zeros(0, dtype=np.float32)
+        following = self._packets[next_ts]
+        if gap <= following.samples and self._decoder.has_fec(following.payload):
+            pcm = self._decoder.decode_fec(following.payload, gap)
+            self.fec_recovered += 1
+            self._end_concealment_run()
+        else:
+            fec_covers = following.samples if self._decoder.has_fec(following.payload) else 0
+            pcm = self._conceal(min(gap - fec_covers, self._last_samples))
+        self._playout_ts += len(pcm)
+        return pcm
+
+    def _take(self, ts: int, now: float) -> None:
+        packet = self._packets.pop(ts)
+        self._keys.pop(0)  # nothing older than the playout point is ever kept
+        self._played.append(ts)
+        delay_ms = (now - packet.arrival) * 1000.0
+        self._delay_sum += delay_ms
+        self._delay_histogram[min(DELAY_HISTOGRAM_MS, max(0, int(delay_ms)))] += 1
+
+    def _conceal(self, samples: int, counted: bool = True) -> Pcm:
+        pcm = self._decoder.conceal(samples)
+        if counted:
+            if self._run_samples == 0:
+                self._concealment_events += 1
+            before = self._run_samples
+            self._run_samples += len(pcm)
+            limit = INTERRUPTION_MS * SAMPLE_RATE / 1000
+            if before < limit <= self._run_samples:
+                self._interruptions += 1
+            self._concealed_samples += len(pcm)
+        return pcm
+
+    def _end_concealment_run(self) -> None:
+        self._run_samples = 0
+
+    # ---- statistics ----------------------------------------------------------------------
+
+    def stats(self) -> JitterStats:
+        played = int(self._delay_histogram.sum())
+        p95 = 0.0
+        if played:
+            cumulative = np.cumsum(self._delay_histogram)
+            p95 = float(np.searchsorted(cumulative, 0.95 * played))
+        return JitterStats(
+            packets_late=self.packets_late,
+            packets_duplicate=self.packets_duplicate,
+            fec_recovered=self.fec_recovered,
+            concealed_ms=_ms(self._concealed_samples),
+            concealment_events=self._concealment_events,
+            interruptions=self._interruptions,
+            buffer_delay_ms=self._delay_sum / played if played else 0.0,
+            buffer_delay_p95_ms=p95,
+            buffer_target_ms=_ms(self.target_samples),
+            accelerated_ms=_ms(self._accelerated_samples),
+            expanded_ms=_ms(self._expanded_samples),
+        )
+
+
+def _rms(pcm: Pcm) -> float:
+    return float(np.sqrt(np.mean(np.square(pcm)))) if len(pcm) else 0.0
+
+
+def _ms(samples: int) -> float:
+    return samples * 1000.0 / SAMPLE_RATE

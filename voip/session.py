@@ -1,0 +1,338 @@
+"""One media session: encoder, packetizer, RTCP, receiver statistics and jitter buffer behind one interface.
+
+Sans-IO: bytes, PCM and `now` go in; bytes, PCM, events and deadlines come out.
+Remote bytes never raise out of `receive_datagram`: every packet that cannot be
+used is counted by reason and dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voip import SAMPLE_RATE
+from voip.codec import (
+    CodecError,
+    Decoder,
+    Encoder,
+    L16Decoder,
+    L16Encoder,
+    OpusDecoder,
+    OpusEncoder,
+    OpusSettings,
+    Pcm,
+)
+from voip.errors import ParseError
+from voip.jitter import JitterBuffer, JitterConfig
+from voip.rtcp import (
+    SDES_CNAME,
+    Bye,
+    ReceiverReport,
+    ReportBlock,
+    RtcpPacket,
+    SdesChunk,
+    SenderReport,
+    SourceDescription,
+    ntp_from_seconds,
+    ntp_middle,
+    parse_compound,
+    serialize_compound,
+)
+from voip.rtp import OPUS_PAYLOAD_TYPE, Packetizer, RtpPacket, is_rtcp, is_rtp_or_rtcp
+from voip.stats import ReceiverStats, StreamStats, round_trip_time
+
+Address = tuple[str, int] | tuple[str, int, int, int]
+L16_PAYLOAD_TYPE = 96
+LOSS_SMOOTHING = 0.5  # weight of the newest RTCP loss report in the encoder's expected loss
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    opus: OpusSettings = field(default_factory=OpusSettings)
+    jitter: JitterConfig = field(default_factory=JitterConfig)
+    codec: str = "opus"  # "opus", or "l16": lossless PCM for tests
+    payload_type: int = OPUS_PAYLOAD_TYPE
+    cname: str = "voip"
+    rtcp_interval_s: float = 1.0
+    ntp_offset: float = 0.0  # seconds to add to `now` for NTP time (0 keeps tests clock-free)
+    remote: Address | None = None  # None: learn the peer from the first valid packet
+
+    def __post_init__(self) -> None:
+        if self.codec not in ("opus", "l16"):
+            raise ValueError(f"unknown codec {self.codec!r}")
+        if not 0 <= self.payload_type <= 127:
+            raise ValueError(f"payload type must be 0..127, not {self.payload_type}")
+
+
+@dataclass(frozen=True)
+class StreamStarted:
+    ssrc: int
+    address: Address
+
+
+@dataclass(frozen=True)
+class ByeReceived:
+    ssrc: int
+    reason: str
+
+
+Event = StreamStarted | ByeReceived
+
+
+class Session:
+    def __init__(self, config: SessionConfig, rng: random.Random, now: float) -> None:
+        self.config = config
+        self._rng = rng
+        self.remote = config.remote
+        self.ssrc = rng.getrandbits(32)
+        self.frame_samples = config.opus.frame_samples
+        self._encoder: Encoder
+        self._decoder: Decoder
+        if config.codec == "opus":
+            self._encoder = OpusEncoder(config.opus)
+            self._decoder = OpusDecoder()
+        else:
+            self._encoder = L16Encoder(self.frame_samples)
+            self._decoder = L16Decoder()
+        self._packetizer = Packetizer(
+            self.ssrc,
+            config.payload_type,
+            initial_sequence=rng.randrange(0x8000),
+            initial_timestamp=rng.getrandbits(32),
+        )
+        self.jitter = JitterBuffer(self._decoder, config.jitter)
+        self._receiver = ReceiverStats(SAMPLE_RATE)
+        self.remote_ssrc: int | None = None
+        self._input = np.zeros(0, dtype=np.float32)
+        self._outbox: list[bytes] = []
+        self._events: deque[Event] = deque()
+        self._next_rtcp = now + config.rtcp_interval_s * rng.uniform(0.25, 0.75)
+        self._closed = False
+        # sender state
+        self.packets_sent = 0
+        self._octets_sent = 0
+        self._first_send: float | None = None
+        self._last_send: float | None = None
+        self._last_rtp_timestamp = 0
+        # receiver state
+        self.packets_invalid = 0
+        self.packets_foreign = 0
+        self._octets_received = 0
+        self._first_receive: float | None = None
+        self._last_receive: float | None = None
+        self.rtt: float | None = None
+        self.remote_fraction_lost: float | None = None
+        self._expected_loss = 0.0
+
+    # ---- sending -------------------------------------------------------------------------
+
+    def send_audio(self, pcm: Pcm, now: float) -> None:
+        """Encode and packetize whole frames; a partial frame waits for the next call."""
+        self._input = np.concatenate((self._input, pcm)) if len(self._input) else pcm
+        n = self.frame_samples
+        while len(self._input) >= n:
+            frame, self._input = self._input[:n], self._input[n:]
+            self._send_frame(frame, now)
+
+    def flush_audio(self, now: float) -> None:
+        """Send what is left of the input, padded with silence to a whole frame."""
+        if len(self._input):
+            pad = np.zeros(self.frame_samples - len(self._input), dtype=np.float32)
+            self.send_audio(pad, now)
+
+    def _send_frame(self, frame: Pcm, now: float) -> None:
+        payload = self._encoder.encode(frame)
+        if self.config.opus.dtx and len(payload) <= 2:
+            self._packetizer.skip(
+                len(frame)
+            )  # libopus: packets of 2 bytes or less need not be sent
+            return
+        packet = self._packetizer.packetize(payload, len(frame))
+        self._last_rtp_timestamp = packet.timestamp
+        self._outbox.append(packet.serialize())
+        self.packets_sent += 1
+        self._octets_sent += len(payload)
+        if self._first_send is None:
+            self._first_send = now
+        self._last_send = now
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        if self.remote is None:
+            self._outbox.clear()
+            return []
+        out = [(data, self.remote) for data in self._outbox]
+        self._outbox.clear()
+        return out
+
+    # ---- receiving -----------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        if not is_rtp_or_rtcp(data):
+            self.packets_invalid += 1
+            return
+        if self.remote is not None and _host_port(addr) != _host_port(self.remote):
+            self.packets_foreign += 1
+            return
+        try:
+            if is_rtcp(data):
+                self._receive_rtcp(parse_compound(data), now)
+            else:
+                self._receive_rtp(RtpPacket.parse(data), addr, now)
+        except ParseError:
+            self.packets_invalid += 1
+            return
+        if self.remote is None and self.remote_ssrc is not None:
+            self.remote = addr
+        self._last_receive = now
+
+    def _receive_rtp(self, packet: RtpPacket, addr: Address, now: float) -> None:
+        if packet.payload_type != self.config.payload_type:
+            raise ParseError(f"unexpected payload type {packet.payload_type}")
+        if self.remote_ssrc is None:
+            self.remote_ssrc = packet.ssrc
+            self._events.append(StreamStarted(packet.ssrc, addr))
+        elif packet.ssrc != self.remote_ssrc:
+            raise ParseError(f"packet from unknown SSRC {packet.ssrc:#x}")
+        try:
+            samples = self._decoder.packet_samples(packet.payload)
+        except CodecError as exc:
+            raise ParseError(str(exc)) from exc
+        if not self._receiver.on_packet(packet.sequence, packet.timestamp, now):
+            raise ParseError("sequence number jumped; waiting for confirmation")
+        self.jitter.push(packet.timestamp, packet.payload, samples, now)
+        self._octets_received += len(packet.payload)
+        if self._first_receive is None:
+            self._first_receive = now
+
+    def _receive_rtcp(self, packets: list[RtcpPacket], now: float) -> None:
+        for packet in packets:
+            if isinstance(packet, SenderReport):
+                if packet.ssrc == self.remote_ssrc:
+                    self._receiver.on_sender_report(ntp_middle(packet.ntp_timestamp), now)
+                self._on_report_blocks(packet.reports, now)
+            elif isinstance(packet, ReceiverReport):
+                self._on_report_blocks(packet.reports, now)
+            elif isinstance(packet, Bye) and self.remote_ssrc in packet.ssrcs:
+                self.jitter.end_of_stream()
+                reason = packet.reason.decode("utf-8", "replace")
+                self._events.append(ByeReceived(packet.ssrcs[0], reason))
+
+    def _on_report_blocks(self, blocks: tuple[ReportBlock, ...], now: float) -> None:
+        for block in blocks:
+            if block.ssrc != self.ssrc:
+                continue
+            rtt = round_trip_time(block, ntp_middle(self._ntp(now)))
+            if rtt is not None:
+                self.rtt = rtt
+            loss = block.fraction_lost / 256.0
+            self.remote_fraction_lost = loss
+            self._expected_loss += LOSS_SMOOTHING * (loss - self._expected_loss)
+            self._encoder.set_expected_loss(math.ceil(self._expected_loss * 100))
+
+    def pull_audio(self, samples: int, now: float) -> Pcm:
+        return self.jitter.pull(samples, now)
+
+    @property
+    def receive_finished(self) -> bool:
+        """The peer said BYE and everything it sent has been played."""
+        return self.jitter.drained
+
+    # ---- RTCP timing ---------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return None if self._closed else self._next_rtcp
+
+    def handle_deadline(self, now: float) -> None:
+        if self._closed or now < self._next_rtcp:
+            return
+        self._queue_rtcp(now)
+        # RFC 3550 6.3.5: randomize the interval to avoid synchronized reports.
+        self._next_rtcp = now + self.config.rtcp_interval_s * self._rng.uniform(0.5, 1.5)
+
+    def hang_up(self, now: float, reason: str = "") -> None:
+        """Queue a final report and BYE; the session sends nothing after."""
+        if self._closed:
+            return
+        self._queue_rtcp(now, bye=Bye((self.ssrc,), reason.encode()[:255]))
+        self._closed = True
+
+    def _queue_rtcp(self, now: float, bye: Bye | None = None) -> None:
+        if self.remote is None:
+            return
+        blocks: tuple[ReportBlock, ...] = ()
+        if self.remote_ssrc is not None:
+            blocks = (self._receiver.report_block(self.remote_ssrc, now),)
+        report: RtcpPacket
+        if self._last_send is not None:
+            elapsed = now - self._last_send
+            rtp_now = (self._last_rtp_timestamp + int(elapsed * SAMPLE_RATE)) & 0xFFFFFFFF
+            report = SenderReport(
+                self.ssrc,
+                self._ntp(now),
+                rtp_now,
+                self.packets_sent & 0xFFFFFFFF,
+                self._octets_sent & 0xFFFFFFFF,
+                blocks,
+            )
+        else:
+            report = ReceiverReport(self.ssrc, blocks)
+        sdes = SourceDescription(
+            (SdesChunk(self.ssrc, ((SDES_CNAME, self.config.cname.encode()),)),)
+        )
+        packets: list[RtcpPacket] = [report, sdes]
+        if bye is not None:
+            packets.append(bye)
+        self._outbox.append(serialize_compound(packets))
+
+    def _ntp(self, now: float) -> int:
+        return ntp_from_seconds(now + self.config.ntp_offset)
+
+    # ---- events and statistics -----------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def stats(self, now: float) -> StreamStats:
+        j = self.jitter.stats()
+        r = self._receiver
+        return StreamStats(
+            packets_sent=self.packets_sent,
+            packets_received=r.received,
+            packets_lost=max(0, r.lost),
+            packets_late=j.packets_late,
+            packets_duplicate=j.packets_duplicate,
+            packets_reordered=r.reordered,
+            packets_invalid=self.packets_invalid,
+            fec_recovered=j.fec_recovered,
+            concealed_ms=j.concealed_ms,
+            concealment_events=j.concealment_events,
+            interruptions=j.interruptions,
+            jitter_ms=r.jitter * 1000.0 / SAMPLE_RATE,
+            rtt_ms=None if self.rtt is None else self.rtt * 1000.0,
+            remote_fraction_lost=self.remote_fraction_lost,
+            buffer_delay_ms=j.buffer_delay_ms,
+            buffer_delay_p95_ms=j.buffer_delay_p95_ms,
+            buffer_target_ms=j.buffer_target_ms,
+            accelerated_ms=j.accelerated_ms,
+            expanded_ms=j.expanded_ms,
+            bitrate_kbps=self._bitrate_kbps(now),
+        )
+
+    def _bitrate_kbps(self, now: float) -> float:
+        """Payload bitrate of what we send, or of what we receive when we only receive."""
+        if self._first_send is not None:
+            octets, start = self._octets_sent, self._first_send
+        elif self._first_receive is not None:
+            octets, start = self._octets_received, self._first_receive
+        else:
+            return 0.0
+        elapsed = max(now - start, self.frame_samples / SAMPLE_RATE)
+        return octets * 8 / elapsed / 1000.0
+
+
+def _host_port(addr: Address) -> tuple[str, int]:
+    return addr[0], addr[1]
