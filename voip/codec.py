@@ -39,9 +39,7 @@ class OpusSettings:
 
     def __post_init__(self) -> None:
         if self.frame_ms not in FRAME_MS_CHOICES:
-            raise ValueError(
-                f"frame size must be one of {FRAME_MS_CHOICES} ms, not {self.frame_ms}"
-            )
+            raise ValueError(f"frame size must be one of {FRAME_MS_CHOICES} ms, not {self.frame_ms}")
         if not 6000 <= self.bitrate <= 510000:
             raise ValueError(f"Opus bitrate must be 6000..510000 bit/s, not {self.bitrate}")
         if not 0 <= self.complexity <= 10:
@@ -78,9 +76,7 @@ def _opus() -> ctypes.CDLL:
     try:
         import opuslib_next.api
     except Exception as exc:  # opuslib raises a bare Exception when libopus is missing
-        raise CodecError(
-            f"cannot load libopus ({exc}); install it with: apt-get install libopus0"
-        ) from exc
+        raise CodecError(f"cannot load libopus ({exc}); install it with: apt-get install libopus0") from exc
     return opuslib_next.api.libopus
 
 

@@ -48,15 +48,11 @@ class NetworkSpec:
             unit = _UNITS[key]
             match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|%|)\s*", raw)
             if not match or match.group(2) not in (unit, ""):
-                raise ValueError(
-                    f"bad value for {key}: {raw!r} (expected a number in {unit or 'packets'})"
-                )
+                raise ValueError(f"bad value for {key}: {raw!r} (expected a number in {unit or 'packets'})")
             number = float(match.group(1))
             if unit == "%":
                 number /= 100.0
-            values[key if key in ("loss", "burst", "reorder", "duplicate") else f"{key}_ms"] = (
-                number
-            )
+            values[key if key in ("loss", "burst", "reorder", "duplicate") else f"{key}_ms"] = number
         return cls(**values)
 
     def describe(self) -> str:
@@ -80,9 +76,7 @@ class NetworkSimulator:
         self._in_burst = False
         # Gilbert model: stationary loss = p / (p + q) with q = 1/burst.
         self._leave_burst = 1.0 / spec.burst
-        self._enter_burst = (
-            spec.loss * self._leave_burst / (1.0 - spec.loss) if spec.loss < 1 else 1.0
-        )
+        self._enter_burst = spec.loss * self._leave_burst / (1.0 - spec.loss) if spec.loss < 1 else 1.0
         self.sent = 0
         self.dropped = 0
 

@@ -147,9 +147,7 @@ class Session:
     def _send_frame(self, frame: Pcm, now: float) -> None:
         payload = self._encoder.encode(frame)
         if self.config.opus.dtx and len(payload) <= 2:
-            self._packetizer.skip(
-                len(frame)
-            )  # libopus: packets of 2 bytes or less need not be sent
+            self._packetizer.skip(len(frame))  # libopus: packets of 2 bytes or less need not be sent
             return
         packet = self._packetizer.packetize(payload, len(frame))
         self._last_rtp_timestamp = packet.timestamp
@@ -280,9 +278,7 @@ class Session:
             )
         else:
             report = ReceiverReport(self.ssrc, blocks)
-        sdes = SourceDescription(
-            (SdesChunk(self.ssrc, ((SDES_CNAME, self.config.cname.encode()),)),)
-        )
+        sdes = SourceDescription((SdesChunk(self.ssrc, ((SDES_CNAME, self.config.cname.encode()),)),))
         packets: list[RtcpPacket] = [report, sdes]
         if bye is not None:
             packets.append(bye)

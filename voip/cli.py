@@ -1,0 +1,459 @@
+"""Command line: argument parsing, wiring of sessions to sockets and files, status line, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from voip import SAMPLE_RATE, __version__
+from voip.codec import CodecError, OpusSettings
+from voip.errors import VoipError
+from voip.io.files import Sink, Source, bundled_speech, open_sink, open_source
+from voip.io.udp import Endpoint, MediaLoop, open_socket, parse_host_port, resolve
+from voip.jitter import JitterConfig
+from voip.netsim import NetworkSimulator, NetworkSpec
+from voip.rtcp import NTP_EPOCH_OFFSET
+from voip.sdp import opus_sdp
+from voip.session import ByeReceived, Session, SessionConfig, StreamStarted
+from voip.stats import StreamStats
+
+DEFAULT_PORT = 5004
+STATUS_INTERVAL_S = 0.5
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (VoipError, CodecError) as exc:
+        print(f"voip: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the media loop took over
+        return 130
+
+
+# ---- arguments ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voip",
+        description="Real-time voice over UDP: Opus in RTP (RFC 3550, RFC 7587) with an adaptive "
+        "jitter buffer, packet-loss concealment and in-band FEC.",
+    )
+    parser.add_argument("--version", action="version", version=f"voip {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    send = commands.add_parser(
+        "send",
+        help="stream an audio file to a host in real time",
+        description="Stream an audio file (wav, flac, ogg; any rate, mixed to mono) in real time "
+        "to HOST[:PORT], where `voip receive`, ffmpeg or GStreamer listens. Sends RTCP BYE at the end.",
+    )
+    send.add_argument("file", help="audio file to send (or tone:HZ, silence)")
+    send.add_argument("destination", metavar="HOST[:PORT]", help=f"receiver address (port {DEFAULT_PORT})")
+    send.add_argument("--sdp", metavar="PATH", help="write an SDP description of the stream (for ffmpeg)")
+    _add_codec_options(send)
+    _add_network_options(send)
+    _add_run_options(send)
+    send.set_defaults(handler=run_send)
+
+    receive = commands.add_parser(
+        "receive",
+        help="receive a stream and record it",
+        description="Receive one RTP/Opus stream (from `voip send`, ffmpeg, GStreamer, ...) and "
+        "play it out through the jitter buffer into the --out sinks. Ends when the sender says BYE.",
+    )
+    receive.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
+    receive.add_argument("--bind", default="0.0.0.0", help="local address (default 0.0.0.0; :: for IPv6)")
+    receive.add_argument(
+        "--out",
+        action="append",
+        metavar="SINK",
+        required=True,
+        help="where audio goes: a .wav/.flac/.ogg path or null (repeatable)",
+    )
+    _add_codec_options(receive, sending=False)
+    _add_run_options(receive)
+    receive.set_defaults(handler=run_receive)
+
+    loopback = commands.add_parser(
+        "loopback",
+        help="the whole chain on this machine, through a simulated network",
+        description="Capture, encode, send over UDP on 127.0.0.1 (through a simulated network when "
+        "--network is given), jitter-buffer, decode and play out, then report delay and quality "
+        "statistics. Without --in it plays the bundled speech sample.",
+    )
+    loopback.add_argument(
+        "--in",
+        dest="source",
+        default=None,
+        metavar="SOURCE",
+        help="audio file, tone:HZ or silence (default: bundled speech)",
+    )
+    loopback.add_argument(
+        "--out",
+        action="append",
+        metavar="SINK",
+        help="where received audio goes: .wav/.flac/.ogg path or null (default null; repeatable)",
+    )
+    _add_codec_options(loopback)
+    _add_network_options(loopback)
+    _add_run_options(loopback)
+    loopback.set_defaults(handler=run_loopback)
+    return parser
+
+
+def _add_codec_options(parser: argparse.ArgumentParser, sending: bool = True) -> None:
+    group = parser.add_argument_group("audio")
+    if sending:
+        group.add_argument("--bitrate", type=_bitrate, default=24000, help="Opus bitrate, bit/s or 24k")
+        group.add_argument("--frame-ms", type=int, choices=(10, 20, 40, 60), default=20, help="frame size")
+        group.add_argument("--complexity", type=int, choices=range(11), default=10, metavar="0..10")
+        group.add_argument(
+            "--fec",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="Opus in-band FEC, driven by the loss the receiver reports (default on)",
+        )
+        group.add_argument(
+            "--dtx", action=argparse.BooleanOptionalAction, default=False, help="discontinuous transmission"
+        )
+    else:
+        parser.set_defaults(bitrate=24000, frame_ms=20, complexity=10, fec=True, dtx=False)
+    group.add_argument("--jitter-min-ms", type=float, default=0.0, help="lower bound of playout delay")
+    group.add_argument("--jitter-max-ms", type=float, default=500.0, help="upper bound of playout delay")
+    group.add_argument("--payload-type", type=int, default=111, help="RTP payload type (default 111)")
+
+
+def _add_network_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("simulated network")
+    group.add_argument(
+        "--network",
+        type=_network,
+        default=NetworkSpec(),
+        metavar="SPEC",
+        help="impairment, e.g. delay=40ms,jitter=20ms,loss=5%%,burst=3,reorder=1%%,duplicate=1%%",
+    )
+    group.add_argument("--seed", type=int, default=None, help="make the simulated network repeatable")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run")
+    group.add_argument("--duration", type=_positive_seconds, default=None, help="stop after S seconds")
+    group.add_argument("--stats-json", metavar="PATH", help="write the final statistics as JSON")
+    group.add_argument("--quiet", action="store_true", help="no status line")
+
+
+def _bitrate(text: str) -> int:
+    value = text.strip().lower()
+    scale = 1000 if value.endswith("k") else 1
+    try:
+        bps = int(float(value.rstrip("k")) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad bitrate {text!r}: use bit/s, e.g. 24000 or 24k") from None
+    if not 6000 <= bps <= 510000:
+        raise argparse.ArgumentTypeError(f"bitrate {bps} out of Opus's range 6000..510000 bit/s")
+    return bps
+
+
+def _network(text: str) -> NetworkSpec:
+    try:
+        return NetworkSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: expected seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("duration must be positive")
+    return value
+
+
+def _session_config(args: argparse.Namespace, remote: tuple[str, int] | None = None) -> SessionConfig:
+    try:
+        opus = OpusSettings(
+            bitrate=args.bitrate,
+            frame_ms=args.frame_ms,
+            complexity=args.complexity,
+            fec=args.fec,
+            dtx=args.dtx,
+        )
+        jitter = JitterConfig(min_delay_ms=args.jitter_min_ms, max_delay_ms=args.jitter_max_ms)
+        return SessionConfig(
+            opus=opus,
+            jitter=jitter,
+            payload_type=args.payload_type,
+            cname=f"voip@{socket.gethostname()}",
+            ntp_offset=time.time() - time.monotonic() + NTP_EPOCH_OFFSET,
+            remote=remote,
+        )
+    except ValueError as exc:
+        raise VoipError(str(exc)) from None
+
+
+# ---- commands ----------------------------------------------------------------------------
+
+
+def run_send(args: argparse.Namespace) -> int:
+    source = open_source(args.file)
+    host, port = parse_host_port(args.destination, DEFAULT_PORT)
+    family, remote = resolve(host, port)
+    sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
+    rng = random.Random()
+    session = Session(_session_config(args, remote), rng, time.monotonic())
+    if args.sdp:
+        _write_text(
+            args.sdp, opus_sdp(remote[0], remote[1], args.payload_type, session.config.opus, session.ssrc)
+        )
+    network = _simulator(args)
+    endpoint = Endpoint(session, sock, source=source, network=network)
+    total = getattr(source, "duration_s", None)
+    status = StatusLine(args.quiet)
+    _info(f"sending {source.description} to {_show(remote)}", args.quiet)
+
+    def progress(now: float) -> None:
+        elapsed = now - loop.start
+        done = f"{elapsed:5.1f}/{total:.1f} s" if total else f"{elapsed:5.1f} s"
+        status.show(now, f"sending {done}  " + _status_fields(session.stats(now)))
+
+    loop = MediaLoop([endpoint], session.frame_samples, on_tick=progress)
+    deadline = loop.start + args.duration if args.duration else None
+
+    def should_stop(now: float) -> bool:
+        if endpoint.source_done or (deadline is not None and now >= deadline):
+            session.hang_up(now)
+            return True
+        return False
+
+    try:
+        loop.run(should_stop)
+    except KeyboardInterrupt:
+        session.hang_up(time.monotonic())
+        endpoint.transmit(time.monotonic())
+    finally:
+        source.close()
+        sock.close()
+    status.clear()
+    stats = session.stats(time.monotonic())
+    _summary("sent", stats, args)
+    return 0
+
+
+def run_receive(args: argparse.Namespace) -> int:
+    sinks = [open_sink(spec) for spec in args.out]
+    sock = open_socket(args.bind, args.port)
+    session = Session(_session_config(args), random.Random(), time.monotonic())
+    endpoint = Endpoint(session, sock, sinks=sinks)
+    status = StatusLine(args.quiet)
+    bound = sock.getsockname()
+    _info(f"listening on {_show(bound)}", args.quiet)
+
+    def on_tick(now: float) -> None:
+        for event in iter(session.next_event, None):
+            if isinstance(event, StreamStarted):
+                status.clear()
+                _info(f"receiving from {_show(event.address)} (SSRC {event.ssrc:#010x})", args.quiet)
+            elif isinstance(event, ByeReceived):
+                status.clear()
+                reason = f": {event.reason}" if event.reason else ""
+                _info(f"sender said goodbye{reason}; playing out the buffer", args.quiet)
+        if session.remote_ssrc is not None:
+            status.show(now, "receiving  " + _status_fields(session.stats(now)))
+
+    loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick)
+    deadline = loop.start + args.duration if args.duration else None
+
+    def should_stop(now: float) -> bool:
+        return session.receive_finished or (deadline is not None and now >= deadline)
+
+    try:
+        loop.run(should_stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.hang_up(time.monotonic())
+        endpoint.transmit(time.monotonic())
+        for sink in sinks:
+            sink.close()
+        sock.close()
+    status.clear()
+    _summary("received", session.stats(time.monotonic()), args)
+    return 0
+
+
+def run_loopback(args: argparse.Namespace) -> int:
+    source: Source = open_source(args.source or str(bundled_speech()))
+    sinks: list[Sink] = [open_sink(spec) for spec in args.out or ["null"]]
+    sender_sock = open_socket("127.0.0.1", 0)
+    receiver_sock = open_socket("127.0.0.1", 0)
+    rng = random.Random(args.seed)
+    now = time.monotonic()
+    sender = Session(_session_config(args, sender_sock.getsockname()), rng, now)
+    sender = Session(
+        dataclasses.replace(sender.config, remote=receiver_sock.getsockname()),
+        random.Random(rng.random()),
+        now,
+    )
+    receiver = Session(
+        dataclasses.replace(sender.config, remote=sender_sock.getsockname()), random.Random(rng.random()), now
+    )
+    forward = Endpoint(sender, sender_sock, source=source, network=_simulator(args, rng))
+    backward = Endpoint(receiver, receiver_sock, sinks=sinks, network=_simulator(args, rng))
+    status = StatusLine(args.quiet)
+    _info(
+        f"loopback: {source.description} -> opus {args.bitrate // 1000} kbit/s -> "
+        f"network {args.network.describe()} -> jitter buffer -> {', '.join(s.description for s in sinks)}",
+        args.quiet,
+    )
+
+    def on_tick(now: float) -> None:
+        status.show(now, "loopback  " + _status_fields(_merged(sender, receiver, now)))
+
+    loop = MediaLoop([forward, backward], sender.frame_samples, on_tick=on_tick)
+    deadline = loop.start + args.duration if args.duration else None
+
+    def should_stop(now: float) -> bool:
+        if deadline is not None:
+            if forward.source_done:  # a file that ends early is followed by silence (DESIGN.md 1)
+                forward.source, forward.source_done = _Silence(), False
+            return now >= deadline
+        if forward.source_done:
+            sender.hang_up(now)
+        return receiver.receive_finished
+
+    try:
+        loop.run(should_stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sink in sinks:
+            sink.close()
+        source.close()
+        sender_sock.close()
+        receiver_sock.close()
+    status.clear()
+    stats = _merged(sender, receiver, time.monotonic())
+    _summary("loopback", stats, args)
+    if not args.quiet:
+        _print_latency(stats, sender, args.network)
+    return 0
+
+
+class _Silence:
+    description = "silence"
+
+    def read(self, samples: int):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        return np.zeros(samples, dtype=np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+def _merged(sender: Session, receiver: Session, now: float) -> StreamStats:
+    """One view of a one-way loopback: what the receiver saw, with the sender's count and RTT."""
+    sent = sender.stats(now)
+    return dataclasses.replace(
+        receiver.stats(now),
+        packets_sent=sent.packets_sent,
+        rtt_ms=sent.rtt_ms,
+        remote_fraction_lost=sent.remote_fraction_lost,
+        bitrate_kbps=sent.bitrate_kbps,
+    )
+
+
+def _simulator(args: argparse.Namespace, rng: random.Random | None = None) -> NetworkSimulator | None:
+    if args.network == NetworkSpec():
+        return None
+    seed_source = rng or random.Random(args.seed)
+    return NetworkSimulator(args.network, random.Random(seed_source.getrandbits(64)))
+
+
+# ---- output ------------------------------------------------------------------------------
+
+
+class StatusLine:
+    """One self-overwriting line on a terminal; nothing when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._last = 0.0
+        self._shown = False
+
+    def show(self, now: float, text: str) -> None:
+        if self.enabled and now - self._last >= STATUS_INTERVAL_S:
+            self._last = now
+            sys.stderr.write("\r\x1b[K" + text)
+            sys.stderr.flush()
+            self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
+
+
+def _status_fields(s: StreamStats) -> str:
+    rtt = f"{s.rtt_ms:.1f} ms" if s.rtt_ms is not None else "-"
+    return (
+        f"delay {s.buffer_delay_ms:3.0f} ms (target {s.buffer_target_ms:3.0f})  jitter {s.jitter_ms:4.1f} ms  "
+        f"loss {s.packets_lost}  concealed {s.concealed_ms:.0f} ms  rtt {rtt}  {s.bitrate_kbps:.1f} kbit/s"
+    )
+
+
+def _summary(title: str, stats: StreamStats, args: argparse.Namespace) -> None:
+    values = dataclasses.asdict(stats)
+    if args.stats_json:
+        _write_text(args.stats_json, json.dumps(values, indent=2) + "\n")
+    if args.quiet:
+        return
+    print(f"{title}:")
+    for key, value in values.items():
+        shown = "-" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
+        print(f"  {key:22} {shown}")
+
+
+def _print_latency(stats: StreamStats, sender: Session, network: NetworkSpec) -> None:
+    frame_ms = sender.frame_samples * 1000 / SAMPLE_RATE
+    lookahead_ms = getattr(sender._encoder, "lookahead_samples", 0) * 1000 / SAMPLE_RATE
+    total = frame_ms + lookahead_ms + network.delay_ms + stats.buffer_delay_ms
+    print(
+        f"latency (estimated, without audio devices): {total:.0f} ms = frame {frame_ms:.0f} + "
+        f"codec lookahead {lookahead_ms:.1f} + network {network.delay_ms:.0f} + "
+        f"jitter buffer {stats.buffer_delay_ms:.0f}"
+    )
+
+
+def _info(text: str, quiet: bool) -> None:
+    if not quiet:
+        print(text, file=sys.stderr)
+
+
+def _show(addr: tuple[str, int] | tuple[str, int, int, int] | tuple[object, ...]) -> str:
+    host, port = str(addr[0]), addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _write_text(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise VoipError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+
+
+HandlerType = Callable[[argparse.Namespace], int]

@@ -1,0 +1,1 @@
+"""The edges: sockets, files, real clocks and threads live here and nowhere else."""

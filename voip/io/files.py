@@ -1,0 +1,191 @@
+"""Audio sources and sinks: files (any rate and channel count, resampled to 48 kHz mono), tones, silence.
+
+A source hands out audio in the size the caller asks for; the media loop paces it
+in real time. Files are streamed block by block, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from voip import SAMPLE_RATE
+from voip.codec import Pcm
+from voip.errors import VoipError
+
+SINK_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+READ_BLOCK = 4096
+DEVICE_HINT = (
+    "audio devices are not supported yet (see the live audio issue); "
+    "use a file, tone:HZ or silence for --in, and a .wav/.flac/.ogg file or null for --out"
+)
+
+
+def bundled_speech() -> Path:
+    """A few seconds of synthesized speech (espeak-ng) shipped with the package."""
+    return Path(str(resources.files("voip") / "data" / "speech.wav"))
+
+
+class Source(Protocol):
+    description: str
+
+    def read(self, samples: int) -> Pcm:
+        """Up to `samples` of audio; fewer only at the end, then an empty array forever."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    description: str
+
+    def write(self, pcm: Pcm) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileSource:
+    def __init__(self, path: str | Path) -> None:
+        self.description = str(path)
+        problem = _unreadable(Path(path))
+        if problem:
+            raise VoipError(f"cannot read audio file {str(path)!r}: {problem}")
+        try:
+            self._file = sf.SoundFile(str(path))
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise VoipError(f"cannot read audio file {str(path)!r}: {_reason(exc)}") from exc
+        self.duration_s = self._file.frames / self._file.samplerate if self._file.frames > 0 else None
+        self._resampler = (
+            soxr.ResampleStream(self._file.samplerate, SAMPLE_RATE, 1, dtype="float32")
+            if self._file.samplerate != SAMPLE_RATE
+            else None
+        )
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._eof = False
+
+    def read(self, samples: int) -> Pcm:
+        while len(self._pending) < samples and not self._eof:
+            block = self._file.read(READ_BLOCK, dtype="float32", always_2d=True)
+            self._eof = len(block) < READ_BLOCK
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+            if self._resampler is not None:
+                mono = self._resampler.resample_chunk(mono, last=self._eof)
+            self._pending = np.concatenate((self._pending, mono.astype(np.float32, copy=False)))
+        out, self._pending = self._pending[:samples], self._pending[samples:]
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ToneSource:
+    """A sine at -12 dBFS, endless: for checking a path without a microphone."""
+
+    def __init__(self, hz: float) -> None:
+        if not 0 < hz < SAMPLE_RATE / 2:
+            raise VoipError(f"tone frequency must be between 0 and {SAMPLE_RATE // 2} Hz, not {hz:g}")
+        self.description = f"tone:{hz:g}"
+        self._step = 2 * math.pi * hz / SAMPLE_RATE
+        self._n = 0
+
+    def read(self, samples: int) -> Pcm:
+        phase = (self._n + np.arange(samples)) * self._step
+        self._n += samples
+        return (0.25 * np.sin(phase)).astype(np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+class SilenceSource:
+    description = "silence"
+
+    def read(self, samples: int) -> Pcm:
+        return np.zeros(samples, dtype=np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+class FileSink:
+    def __init__(self, path: str | Path) -> None:
+        self.description = str(path)
+        suffix = Path(path).suffix.lower()
+        if suffix not in SINK_FORMATS:
+            raise VoipError(
+                f"cannot record to {str(path)!r}: use a file name ending in " + ", ".join(SINK_FORMATS)
+            )
+        fmt, subtype = SINK_FORMATS[suffix]
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise VoipError(f"cannot write audio file {str(path)!r}: folder {str(folder)!r} does not exist")
+        try:
+            self._file = sf.SoundFile(
+                str(path), "w", samplerate=SAMPLE_RATE, channels=1, format=fmt, subtype=subtype
+            )
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise VoipError(f"cannot write audio file {str(path)!r}: {_reason(exc)}") from exc
+
+    def write(self, pcm: Pcm) -> None:
+        self._file.write(np.clip(pcm, -1.0, 1.0))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class NullSink:
+    description = "null"
+
+    def write(self, pcm: Pcm) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(spec: str) -> Source:
+    """`--in`: a file path, tone:HZ or silence (mic comes with live audio support)."""
+    if spec == "silence":
+        return SilenceSource()
+    if spec.startswith("tone:"):
+        try:
+            return ToneSource(float(spec[5:]))
+        except ValueError:
+            raise VoipError(f"bad tone {spec!r}: expected tone:HZ, e.g. tone:440") from None
+    if spec == "mic" or spec.startswith("mic:"):
+        raise VoipError(DEVICE_HINT)
+    return FileSource(spec)
+
+
+def open_sink(spec: str) -> Sink:
+    """`--out`: a .wav/.flac/.ogg path or null (speaker comes with live audio support)."""
+    if spec == "null":
+        return NullSink()
+    if spec == "speaker" or spec.startswith("speaker:"):
+        raise VoipError(DEVICE_HINT)
+    return FileSink(spec)
+
+
+def _unreadable(path: Path) -> str | None:
+    if not path.exists():
+        return "no such file"
+    if path.is_dir():
+        return "it is a folder"
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    # libsndfile prefixes its message with the path we already show
+    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text
