@@ -109,9 +109,14 @@ class NetworkSimulator:
 
     def deliver(self, now: float) -> list[bytes]:
         """Every datagram due at or before `now`, in delivery order."""
+        return [data for _, data in self.deliver_timed(now)]
+
+    def deliver_timed(self, now: float) -> list[tuple[float, bytes]]:
+        """Like `deliver`, with the time each datagram arrived."""
         out = []
         while self._queue and self._queue[0][0] <= now:
-            out.append(heapq.heappop(self._queue)[2])
+            when, _, data = heapq.heappop(self._queue)
+            out.append((when, data))
         return out
 
     def next_delivery(self) -> float | None:

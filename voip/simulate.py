@@ -8,7 +8,7 @@ time, deterministic for a seed. Tests and benchmarks use it.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,10 +60,10 @@ def simulate(
             session.handle_deadline(now)
             for data, _ in session.datagrams_to_send(now):
                 link.send(data, now)
-        for data in forward.deliver(now):
-            receiver.receive_datagram(data, SENDER, now)
-        for data in backward.deliver(now):
-            sender.receive_datagram(data, RECEIVER, now)
+        for when, data in forward.deliver_timed(now):
+            receiver.receive_datagram(data, SENDER, when)
+        for when, data in backward.deliver_timed(now):
+            sender.receive_datagram(data, RECEIVER, when)
         pcm = receiver.pull_audio(frame, now)
         if receiver.jitter.started:
             played.append(pcm)
@@ -75,6 +75,4 @@ def simulate(
 
 
 def _with_remote(config: SessionConfig, remote: tuple[str, int]) -> SessionConfig:
-    from dataclasses import replace
-
     return replace(config, remote=remote)

@@ -1,0 +1,99 @@
+"""Shared helpers: real speech, PESQ after alignment, the CLI as a subprocess, free local ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from voip import SAMPLE_RATE
+from voip.io.files import bundled_speech
+
+CLI_TIMEOUT_S = 60
+
+
+def load_48k(path: str | Path) -> np.ndarray:
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = data.mean(axis=1).astype(np.float32)
+    return soxr.resample(mono, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else mono
+
+
+@pytest.fixture(scope="session")
+def speech() -> np.ndarray:
+    return load_48k(bundled_speech())
+
+
+def align(reference: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Shift `degraded` onto `reference` by the lag of peak cross-correlation."""
+    n = len(reference) + len(degraded)
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(degraded, size) * np.conj(np.fft.rfft(reference, size)), size)
+    lag = int(np.argmax(corr))
+    if lag > size // 2:
+        lag -= size
+    if lag >= 0:
+        degraded = degraded[lag:]
+    else:
+        degraded = np.concatenate((np.zeros(-lag, dtype=degraded.dtype), degraded))
+    length = min(len(reference), len(degraded))
+    return reference[:length], degraded[:length], lag
+
+
+def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
+    """ITU-T P.862.2 wideband PESQ of 48 kHz signals, after alignment."""
+    from pesq import pesq
+
+    ref, deg, _ = align(reference, degraded)
+    ref16 = soxr.resample(ref, SAMPLE_RATE, 16000)
+    deg16 = soxr.resample(deg, SAMPLE_RATE, 16000)
+    return float(pesq(16000, ref16, deg16, "wb"))
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def voip_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "voip", *args]
+
+
+def run_voip(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(voip_command(*args), capture_output=True, text=True, timeout=timeout)
+
+
+class Processes:
+    """Background processes that are killed (by PID, with their group) when the test ends."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[str]] = []
+
+    def start(self, args: list[str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        self._procs.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    procs = Processes()
+    yield procs
+    procs.cleanup()

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from voip.codec import CodecError, L16Decoder, L16Encoder, OpusDecoder, OpusEncoder, OpusSettings
+
+
+def sine(samples: int, hz: float = 440.0, start: int = 0) -> np.ndarray:
+    n = np.arange(start, start + samples)
+    return (0.3 * np.sin(2 * np.pi * hz * n / 48000)).astype(np.float32)
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 40, 60])
+def test_opus_round_trip_keeps_a_sine(frame_ms):
+    encoder, decoder = OpusEncoder(OpusSettings(frame_ms=frame_ms)), OpusDecoder()
+    n = encoder.frame_samples
+    signal = sine(n * 30)
+    out = []
+    for i in range(30):
+        packet = encoder.encode(signal[i * n : (i + 1) * n])
+        assert decoder.packet_samples(packet) == n
+        out.append(decoder.decode(packet))
+    decoded = np.concatenate(out)[n * 5 :]
+    spectrum = np.abs(np.fft.rfft(decoded))
+    peak_hz = np.argmax(spectrum) * 48000 / len(decoded)
+    assert abs(peak_hz - 440) < 5
+    level_db = 20 * np.log10(np.sqrt(np.mean(decoded**2)) / np.sqrt(np.mean(signal**2)))
+    assert abs(level_db) < 2
+
+
+def test_fec_flag_follows_encoder_settings(speech):
+    def flags(settings):
+        encoder, decoder = OpusEncoder(settings), OpusDecoder()
+        return [decoder.has_fec(encoder.encode(speech[i * 960 : (i + 1) * 960])) for i in range(150)]
+
+    assert any(flags(OpusSettings(fec=True, expected_loss_percent=20)))
+    assert not any(flags(OpusSettings(fec=True, expected_loss_percent=0)))  # Opus adds FEC only when loss is expected
+    assert not any(flags(OpusSettings(fec=False, expected_loss_percent=20)))
+
+
+def test_plc_and_fec_return_the_missing_duration(speech):
+    encoder, decoder = OpusEncoder(OpusSettings(expected_loss_percent=20)), OpusDecoder()
+    packets = [encoder.encode(speech[i * 960 : (i + 1) * 960]) for i in range(60)]
+    for p in packets[:50]:
+        decoder.decode(p)
+    assert len(decoder.conceal(960)) == 960
+    assert len(decoder.decode_fec(packets[52], 960)) == 960
+    assert len(decoder.conceal(1000)) == 960  # rounded to whole 2.5 ms steps
+
+
+def test_invalid_opus_packet_is_a_codec_error():
+    decoder = OpusDecoder()
+    with pytest.raises(CodecError):
+        decoder.packet_samples(b"")
+    with pytest.raises(CodecError):
+        decoder.packet_samples(b"\xff")  # code 3 without its frame count byte
+
+
+def test_dtx_makes_silence_tiny():
+    encoder = OpusEncoder(OpusSettings(dtx=True))
+    sizes = [len(encoder.encode(np.zeros(960, dtype=np.float32))) for _ in range(50)]
+    assert min(sizes) <= 2
+
+
+def test_l16_is_lossless_for_16_bit_values():
+    pcm = (np.arange(-480, 480, dtype=np.float32) * 64) / 32768
+    payload = L16Encoder(960).encode(pcm)
+    assert np.array_equal(L16Decoder().decode(payload), pcm)
+    assert L16Decoder().packet_samples(payload) == 960

@@ -1,0 +1,165 @@
+"""The jitter buffer on a fake clock: every arrival time is chosen by the test."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from voip.codec import L16Decoder, L16Encoder, OpusDecoder, OpusEncoder, OpusSettings
+from voip.jitter import JitterBuffer, PushResult
+
+FRAME = 960
+STEP = FRAME / 48000
+
+
+def marker_payload(i: int) -> bytes:
+    """A packet whose samples all equal (i % 200 + 1) / 1024: its index can be read back."""
+    return L16Encoder(FRAME).encode(np.full(FRAME, (i % 200 + 1) / 1024, dtype=np.float32))
+
+
+def speechlike_payload(i: int) -> bytes:
+    """200 ms of tone, 200 ms of silence: pauses where the buffer may adapt."""
+    n = np.arange(i * FRAME, (i + 1) * FRAME)
+    tone = 0.3 * np.sin(2 * np.pi * 300 * n / 48000) if (i // 10) % 2 == 0 else np.zeros(FRAME)
+    return L16Encoder(FRAME).encode(tone.astype(np.float32))
+
+
+def drive(jb, arrivals, payloads, ticks, trace=None):
+    """Push packets at their arrival times and pull one frame per 20 ms tick."""
+    events = sorted((t, i) for i, t in arrivals.items())
+    out, k = [], 0
+    for tick in range(ticks):
+        now = tick * STEP
+        while k < len(events) and events[k][0] <= now:
+            t, i = events[k]
+            jb.push((i * FRAME) & 0xFFFFFFFF, payloads[i], FRAME, t)
+            k += 1
+            if k == len(events):
+                jb.end_of_stream()  # the sender's BYE: no concealment after the last packet
+        out.append(jb.pull(FRAME, now))
+        if trace is not None:
+            trace.append((now, jb.level_samples / 48, jb.target_samples / 48))
+    return np.concatenate(out)
+
+
+def played_indices(pcm):
+    frames = pcm[: len(pcm) // FRAME * FRAME].reshape(-1, FRAME)
+    return [int(round(f[0] * 1024)) - 1 if f[0] > 0 else None for f in frames]
+
+
+def test_in_order_stream_plays_every_packet_once_in_order():
+    jb = JitterBuffer(L16Decoder())
+    payloads = [marker_payload(i) for i in range(100)]
+    pcm = drive(jb, {i: i * STEP for i in range(100)}, payloads, 110)
+    played = [i for i in played_indices(pcm) if i is not None]
+    assert played == sorted(played) and len(played) >= 95
+    assert jb.stats().concealed_ms == 0
+
+
+def test_reordered_packets_are_put_back_in_place():
+    jb = JitterBuffer(L16Decoder())
+    arrivals = {i: i * STEP for i in range(60)}
+    arrivals[30], arrivals[31] = arrivals[31] + 0.005, arrivals[30]  # 31 arrives before 30
+    pcm = drive(jb, arrivals, [marker_payload(i) for i in range(60)], 70)
+    played = [i for i in played_indices(pcm) if i is not None]
+    assert played[played.index(29) : played.index(32) + 1] == [29, 30, 31, 32]
+    assert jb.stats().packets_late == 0 and jb.stats().concealed_ms == 0
+
+
+def test_duplicates_are_dropped_before_and_after_playout():
+    jb = JitterBuffer(L16Decoder())
+    payload = marker_payload(0)
+    assert jb.push(0, payload, FRAME, 0.0) is PushResult.ACCEPTED
+    assert jb.push(0, payload, FRAME, 0.001) is PushResult.DUPLICATE
+    for tick in range(1, 10):
+        jb.push(tick * FRAME, marker_payload(tick), FRAME, tick * STEP)
+        jb.pull(FRAME, tick * STEP)
+    assert jb.push(0, payload, FRAME, 0.5) is PushResult.DUPLICATE  # played long ago: not "late"
+    assert jb.stats().packets_duplicate == 2 and jb.stats().packets_late == 0
+
+
+def test_late_packet_is_dropped_and_its_slot_concealed():
+    jb = JitterBuffer(L16Decoder())
+    arrivals = {i: i * STEP for i in range(60)}
+    arrivals[30] += 0.5  # far beyond any playout delay
+    pcm = drive(jb, arrivals, [marker_payload(i) for i in range(60)], 70)
+    stats = jb.stats()
+    assert stats.packets_late == 1
+    assert stats.concealed_ms == 20 and stats.concealment_events == 1
+    assert 30 not in played_indices(pcm)
+
+
+def test_lost_packet_is_concealed_once():
+    jb = JitterBuffer(L16Decoder())
+    arrivals = {i: i * STEP for i in range(60) if i != 25}
+    drive(jb, arrivals, [marker_payload(i) for i in range(60)], 70)
+    stats = jb.stats()
+    assert stats.concealed_ms == 20 and stats.concealment_events == 1 and stats.interruptions == 0
+
+
+def opus_packets(speech, settings, count):
+    encoder = OpusEncoder(settings)
+    return [encoder.encode(speech[i * FRAME : (i + 1) * FRAME]) for i in range(count)]
+
+
+def test_fec_of_the_next_packet_replaces_a_lost_one(speech):
+    decoder = OpusDecoder()
+    packets = opus_packets(speech, OpusSettings(fec=True, expected_loss_percent=20), 120)
+    lost = next(i for i in range(40, 120) if decoder.has_fec(packets[i + 1]))
+    arrivals = {i: i * STEP for i in range(120) if i != lost}
+    jb = JitterBuffer(OpusDecoder())
+    drive(jb, arrivals, packets, 130)
+    assert jb.stats().fec_recovered == 1
+    assert jb.stats().concealed_ms == 0
+
+
+def test_without_fec_in_the_stream_a_loss_is_concealed(speech):
+    packets = opus_packets(speech, OpusSettings(fec=False), 120)
+    jb = JitterBuffer(OpusDecoder())
+    drive(jb, {i: i * STEP for i in range(120) if i != 60}, packets, 130)
+    assert jb.stats().fec_recovered == 0
+    assert jb.stats().concealed_ms == 20
+
+
+def test_delay_follows_jitter_up_and_back_down_and_never_ratchets_after_loss():
+    rng = random.Random(3)
+    n = 3000  # 60 s: 15 s calm, 15 s jitter, 30 s calm with a 400 ms loss burst
+    arrivals = {}
+    for i in range(n):
+        t = i * STEP
+        extra = abs(rng.gauss(0, 0.030)) if 750 <= i < 1500 else 0.0
+        if not 2200 <= i < 2220:
+            arrivals[i] = t + extra
+    payloads = [speechlike_payload(i) for i in range(n)]
+    jb = JitterBuffer(L16Decoder())
+    trace: list[tuple[float, float, float]] = []
+    drive(jb, arrivals, payloads, n, trace)
+
+    def mean_level(t0, t1):
+        return np.mean([level for t, level, _ in trace if t0 <= t < t1])
+
+    def target_at(t):
+        return next(target for time, _, target in trace if time >= t)
+
+    calm_target, jitter_target = target_at(14.0), target_at(29.0)
+    assert calm_target <= 60
+    assert jitter_target >= calm_target + 40  # the 95th percentile of |N(0, 30 ms)| is ~59 ms
+    assert mean_level(25, 30) >= jitter_target - 20  # the buffer actually grew
+    assert target_at(42.0) <= calm_target + 1e-9  # and the target came back down
+    before_burst, after_burst = mean_level(40, 44), mean_level(50, 60)
+    assert after_burst <= before_burst + 20  # no ratchet: the burst did not raise the delay
+    assert after_burst <= calm_target + 40
+    stats = jb.stats()
+    assert stats.interruptions == 1  # the 400 ms burst
+    assert stats.accelerated_ms > 0 and stats.expanded_ms > 0
+
+
+def test_timestamp_wraparound_is_seamless():
+    jb = JitterBuffer(L16Decoder())
+    start = 0xFFFFFFFF - 20 * FRAME
+    for tick in range(60):
+        jb.push((start + tick * FRAME) & 0xFFFFFFFF, marker_payload(tick), FRAME, tick * STEP)
+        jb.pull(FRAME, tick * STEP)
+    stats = jb.stats()
+    assert stats.packets_late == 0 and stats.concealed_ms == 0

@@ -1,0 +1,83 @@
+"""Two sessions through the simulated network, on a simulated clock."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import align, pesq_wb
+from voip.codec import OpusSettings
+from voip.netsim import NetworkSpec
+from voip.rtp import RtpPacket
+from voip.session import ByeReceived, Session, SessionConfig, StreamStarted
+from voip.simulate import simulate
+
+PEER = ("127.0.0.1", 4000)
+
+
+def test_lossless_codec_on_a_clean_network_is_bit_exact(speech):
+    clip = np.round(speech[: 48000 * 2] * 32768) / 32768
+    result = simulate(clip.astype(np.float32), SessionConfig(codec="l16", payload_type=96), NetworkSpec())
+    ref, out, _ = align(clip, result.output)
+    assert len(ref) >= len(clip) - 960
+    assert np.array_equal(ref, out) or np.max(np.abs(ref - out)) == 0
+    assert result.receiver.packets_lost == 0 and result.receiver.concealed_ms == 0
+
+
+def test_rtt_and_loss_are_reported_back_to_the_sender(speech):
+    spec = NetworkSpec.parse("delay=40ms,loss=10%")
+    result = simulate(speech[: 48000 * 5], SessionConfig(), spec, seed=2)
+    assert result.sender.rtt_ms is not None and 75 <= result.sender.rtt_ms <= 105
+    assert result.sender.remote_fraction_lost is not None
+    assert result.receiver.packets_lost > 0
+    assert result.receiver.jitter_ms < 1
+
+
+def test_fec_improves_quality_under_loss(speech):
+    spec = NetworkSpec.parse("loss=10%")
+    with_fec = simulate(speech, SessionConfig(opus=OpusSettings(fec=True)), spec, seed=5)
+    without = simulate(speech, SessionConfig(opus=OpusSettings(fec=False)), spec, seed=5)
+    assert with_fec.receiver.fec_recovered > 5 and without.receiver.fec_recovered == 0
+    assert pesq_wb(speech, with_fec.output) > pesq_wb(speech, without.output) + 0.1
+
+
+def test_events_for_stream_start_and_bye():
+    now = 0.0
+    sender = Session(SessionConfig(remote=PEER), random.Random(1), now)
+    receiver = Session(SessionConfig(), random.Random(2), now)
+    sender.send_audio(np.zeros(960 * 3, dtype=np.float32), now)
+    sender.hang_up(now, "done")
+    for data, _ in sender.datagrams_to_send(now):
+        receiver.receive_datagram(data, PEER, now)
+    assert receiver.next_event() == StreamStarted(sender.ssrc, PEER)
+    assert receiver.next_event() == ByeReceived(sender.ssrc, "done")
+    assert receiver.next_event() is None
+    assert receiver.remote == PEER
+
+
+def test_packets_from_strangers_and_other_payload_types_are_counted_not_used():
+    now = 0.0
+    receiver = Session(SessionConfig(remote=PEER), random.Random(2), now)
+    good = RtpPacket(111, 1, 0, 42, b"\x78\x00").serialize()
+    receiver.receive_datagram(good, ("127.0.0.1", 9999), now)
+    assert receiver.packets_foreign == 1
+    receiver.receive_datagram(RtpPacket(0, 1, 0, 42, b"\x00" * 160).serialize(), PEER, now)
+    assert receiver.packets_invalid == 1
+    assert receiver.stats(now).packets_received == 0
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=120), max_size=20), st.integers(0, 255))
+def test_random_bytes_never_raise_and_are_counted(datagrams, first):
+    receiver = Session(SessionConfig(), random.Random(0), 0.0)
+    sent = 0
+    for i, data in enumerate(datagrams):
+        data = bytes([first]) + data  # reach past the first-byte check often
+        receiver.receive_datagram(data, PEER, i * 0.01)
+        sent += 1
+    receiver.pull_audio(960, 1.0)
+    stats = receiver.stats(1.0)
+    assert receiver.packets_invalid + stats.packets_received <= sent

@@ -1,0 +1,43 @@
+from voip.rtcp import ReportBlock
+from voip.stats import ReceiverStats, round_trip_time
+
+
+def test_loss_reorder_and_report_fraction():
+    s = ReceiverStats(48000)
+    for i, seq in enumerate([65530, 65531, 65533, 65532, 65534, 65535, 0, 3]):  # 1, 2 missing
+        assert s.on_packet(seq, i * 960, i * 0.02)
+    assert s.expected == 10 and s.received == 8 and s.lost == 2
+    assert s.reordered == 1
+    block = s.report_block(ssrc=5, now=1.0)
+    assert block.fraction_lost == (2 << 8) // 10
+    assert block.highest_sequence == 65536 + 3
+    assert s.report_block(ssrc=5, now=2.0).fraction_lost == 0  # a new interval with no loss
+
+
+def test_jitter_follows_rfc_3550_a8():
+    s = ReceiverStats(48000)
+    arrivals = [0.0, 0.030, 0.040, 0.070, 0.080]  # RTP spacing 20 ms, arrivals +-10 ms
+    for i, t in enumerate(arrivals):
+        s.on_packet(i, i * 960, t)
+    expected = 0.0
+    transits = [t * 48000 - i * 960 for i, t in enumerate(arrivals)]
+    for a, b in zip(transits, transits[1:]):
+        expected += (abs(b - a) - expected) / 16
+    assert abs(s.jitter - expected) < 1e-9
+    assert s.jitter > 0
+
+
+def test_sequence_jump_needs_confirmation_then_resyncs():
+    s = ReceiverStats(48000)
+    s.on_packet(100, 0, 0.0)
+    assert not s.on_packet(20000, 0, 0.02)  # a wild jump is not trusted at once
+    assert s.on_packet(20001, 0, 0.04)  # the next in sequence confirms a restarted sender
+    assert s.expected == 1 and s.lost == 0
+
+
+def test_round_trip_time_from_lsr_and_dlsr():
+    lsr = 0x00010000  # 1.0 s in NTP middle-32 units
+    block = ReportBlock(1, 0, 0, 0, 0, lsr, delay_since_last_sr=0x00008000)  # held 0.5 s
+    assert round_trip_time(block, now_ntp_middle=0x00018CCD) == (0x00018CCD - lsr - 0x8000) / 65536
+    assert round_trip_time(ReportBlock(1, 0, 0, 0, 0, 0, 0), 12345) is None
+    assert round_trip_time(block, now_ntp_middle=lsr) is None  # negative: not a real RTT
