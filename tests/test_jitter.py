@@ -60,7 +60,7 @@ def test_in_order_stream_plays_every_packet_once_in_order():
 def test_reordered_packets_are_put_back_in_place():
     jb = JitterBuffer(L16Decoder())
     arrivals = {i: i * STEP for i in range(60)}
-    arrivals[30], arrivals[31] = arrivals[31] + 0.005, arrivals[30]  # 31 arrives before 30
+    arrivals[30], arrivals[31] = 30 * STEP + 0.015, 30 * STEP + 0.010  # 31 arrives before 30
     pcm = drive(jb, arrivals, [marker_payload(i) for i in range(60)], 70)
     played = [i for i in played_indices(pcm) if i is not None]
     assert played[played.index(29) : played.index(32) + 1] == [29, 30, 31, 32]

@@ -1,0 +1,137 @@
+"""The real CLI as subprocesses over real UDP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import Processes, free_udp_port, load_48k, pesq_wb, run_voip, voip_command
+from voip.io.files import bundled_speech
+
+SPEECH = str(bundled_speech())
+
+
+def test_send_to_receive_over_udp_keeps_speech_quality_and_length(tmp_path, speech, processes: Processes):
+    port = free_udp_port()
+    out = tmp_path / "got.wav"
+    receiver = processes.start(
+        voip_command("receive", "--port", str(port), "--bind", "127.0.0.1", "--out", str(out),
+                     "--stats-json", str(tmp_path / "rx.json"), "--duration", "40")
+    )
+    time.sleep(1.0)  # interpreter start-up of the receiver
+    sent = run_voip("send", SPEECH, f"127.0.0.1:{port}", "--bitrate", "24k", "--stats-json", str(tmp_path / "tx.json"))
+    assert sent.returncode == 0, sent.stderr
+    _, err = receiver.communicate(timeout=30)
+    assert receiver.returncode == 0, err
+    assert "sender said goodbye" in err
+    got = load_48k(out)
+    assert abs(len(got) - len(speech)) <= 960  # within one 20 ms frame
+    score = pesq_wb(speech, got)
+    assert score >= 3.5, score
+    rx = json.loads((tmp_path / "rx.json").read_text())
+    tx = json.loads((tmp_path / "tx.json").read_text())
+    assert rx["packets_received"] == tx["packets_sent"] and rx["packets_lost"] == 0
+    assert tx["rtt_ms"] is not None and tx["rtt_ms"] < 50
+
+
+def test_loopback_fec_beats_no_fec_under_loss(tmp_path, speech):
+    scores = {}
+    for flag in ("--fec", "--no-fec"):
+        out = tmp_path / f"out{flag}.wav"
+        stats = tmp_path / f"stats{flag}.json"
+        result = run_voip("loopback", "--network", "loss=10%", "--seed", "4", "--out", str(out),
+                          "--stats-json", str(stats), "--quiet", flag)
+        assert result.returncode == 0, result.stderr
+        scores[flag] = (pesq_wb(speech, load_48k(out)), json.loads(stats.read_text()))
+    (with_fec, fec_stats), (without, plain_stats) = scores["--fec"], scores["--no-fec"]
+    assert fec_stats["fec_recovered"] > 5 and plain_stats["fec_recovered"] == 0
+    assert with_fec > without + 0.1, (with_fec, without)
+
+
+def test_loopback_reports_latency_and_writes_all_stats_keys(tmp_path):
+    stats = tmp_path / "s.json"
+    result = run_voip("loopback", "--in", "tone:440", "--duration", "1.5", "--stats-json", str(stats))
+    assert result.returncode == 0, result.stderr
+    assert "latency (estimated" in result.stdout
+    values = json.loads(stats.read_text())
+    for key in ("packets_sent", "packets_received", "packets_lost", "jitter_ms", "rtt_ms", "concealed_ms",
+                "buffer_delay_ms", "buffer_target_ms", "fec_recovered", "bitrate_kbps"):
+        assert key in values
+    assert values["packets_received"] > 50
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None and not __import__("os").environ.get("CI"),
+                    reason="ffmpeg not installed (scripts/test installs it; CI must have it)")
+def test_ffmpeg_decodes_what_voip_send_sends_from_its_sdp(tmp_path, speech, processes: Processes):
+    port = free_udp_port()
+    sdp, out = tmp_path / "stream.sdp", tmp_path / "ffmpeg.wav"
+    # Write the SDP first (a send to a closed port), so ffmpeg can be listening before the real send.
+    probe = run_voip("send", "silence", f"127.0.0.1:{port}", "--sdp", str(sdp), "--duration", "0.1", "--quiet")
+    assert probe.returncode == 0, probe.stderr
+    assert "a=rtpmap:111 opus/48000/2" in sdp.read_text()
+    ffmpeg = processes.start(["ffmpeg", "-hide_banner", "-loglevel", "error", "-protocol_whitelist",
+                              "file,udp,rtp", "-i", str(sdp), "-t", "30", "-y", str(out)])
+    time.sleep(1.5)
+    sent = run_voip("send", SPEECH, f"127.0.0.1:{port}", "--quiet")
+    assert sent.returncode == 0, sent.stderr
+    ffmpeg.communicate(timeout=40)
+    assert ffmpeg.returncode == 0
+    decoded = load_48k(out)
+    assert abs(len(decoded) - len(speech)) < 48000 // 2
+    assert pesq_wb(speech, decoded) >= 3.5
+
+
+def _one_clear_line(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    line = _one_clear_line(run_voip("send", str(tmp_path / "nope.wav"), "127.0.0.1:5999"))
+    assert "nope.wav" in line and "no such file" in line
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all")
+    assert "cannot read audio file" in _one_clear_line(run_voip("send", str(junk), "127.0.0.1:5999"))
+    line = _one_clear_line(run_voip("receive", "--out", str(tmp_path / "no" / "dir.wav")))
+    assert "does not exist" in line
+
+
+def test_bad_host_and_port():
+    assert "cannot resolve host" in _one_clear_line(run_voip("send", SPEECH, "no-such-host.invalid:5004"))
+    assert "bad port" in _one_clear_line(run_voip("send", SPEECH, "127.0.0.1:99999"))
+
+
+def test_port_in_use(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        line = _one_clear_line(run_voip("receive", "--bind", "127.0.0.1", "--port", str(port), "--out", "null"))
+    assert "already in use" in line
+
+
+def test_devices_are_reported_as_not_yet_supported(tmp_path):
+    assert "not supported yet" in _one_clear_line(run_voip("loopback", "--in", "mic"))
+
+
+def test_receive_records_flac_and_ogg(tmp_path, processes: Processes):
+    port = free_udp_port()
+    flac, ogg = tmp_path / "a.flac", tmp_path / "a.ogg"
+    receiver = processes.start(voip_command("receive", "--bind", "127.0.0.1", "--port", str(port),
+                                            "--out", str(flac), "--out", str(ogg), "--duration", "20"))
+    time.sleep(1.0)
+    assert run_voip("send", "tone:1000", f"127.0.0.1:{port}", "--duration", "1", "--quiet").returncode == 0
+    receiver.communicate(timeout=30)
+    for path in (flac, ogg):
+        data, rate = sf.read(str(path))
+        assert rate == 48000 and len(data) > 0.8 * 48000
+        peak_hz = np.argmax(np.abs(np.fft.rfft(data))) * rate / len(data)
+        assert abs(peak_hz - 1000) < 10
