@@ -40,10 +40,7 @@ def align(reference: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, np.n
     lag = int(np.argmax(corr))
     if lag > size // 2:
         lag -= size
-    if lag >= 0:
-        degraded = degraded[lag:]
-    else:
-        degraded = np.concatenate((np.zeros(-lag, dtype=degraded.dtype), degraded))
+    degraded = degraded[lag:] if lag >= 0 else np.concatenate((np.zeros(-lag, dtype=degraded.dtype), degraded))
     length = min(len(reference), len(degraded))
     return reference[:length], degraded[:length], lag
 
@@ -79,9 +76,7 @@ class Processes:
         self._procs: list[subprocess.Popen[str]] = []
 
     def start(self, args: list[str]) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-        )
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         self._procs.append(proc)
         return proc
 

@@ -21,8 +21,19 @@ def test_send_to_receive_over_udp_keeps_speech_quality_and_length(tmp_path, spee
     port = free_udp_port()
     out = tmp_path / "got.wav"
     receiver = processes.start(
-        voip_command("receive", "--port", str(port), "--bind", "127.0.0.1", "--out", str(out),
-                     "--stats-json", str(tmp_path / "rx.json"), "--duration", "40")
+        voip_command(
+            "receive",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--out",
+            str(out),
+            "--stats-json",
+            str(tmp_path / "rx.json"),
+            "--duration",
+            "40",
+        )
     )
     time.sleep(1.0)  # interpreter start-up of the receiver
     sent = run_voip("send", SPEECH, f"127.0.0.1:{port}", "--bitrate", "24k", "--stats-json", str(tmp_path / "tx.json"))
@@ -45,8 +56,19 @@ def test_loopback_fec_beats_no_fec_under_loss(tmp_path, speech):
     for flag in ("--fec", "--no-fec"):
         out = tmp_path / f"out{flag}.wav"
         stats = tmp_path / f"stats{flag}.json"
-        result = run_voip("loopback", "--network", "loss=10%", "--seed", "4", "--out", str(out),
-                          "--stats-json", str(stats), "--quiet", flag)
+        result = run_voip(
+            "loopback",
+            "--network",
+            "loss=10%",
+            "--seed",
+            "4",
+            "--out",
+            str(out),
+            "--stats-json",
+            str(stats),
+            "--quiet",
+            flag,
+        )
         assert result.returncode == 0, result.stderr
         scores[flag] = (pesq_wb(speech, load_48k(out)), json.loads(stats.read_text()))
     (with_fec, fec_stats), (without, plain_stats) = scores["--fec"], scores["--no-fec"]
@@ -60,14 +82,26 @@ def test_loopback_reports_latency_and_writes_all_stats_keys(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "latency (estimated" in result.stdout
     values = json.loads(stats.read_text())
-    for key in ("packets_sent", "packets_received", "packets_lost", "jitter_ms", "rtt_ms", "concealed_ms",
-                "buffer_delay_ms", "buffer_target_ms", "fec_recovered", "bitrate_kbps"):
+    for key in (
+        "packets_sent",
+        "packets_received",
+        "packets_lost",
+        "jitter_ms",
+        "rtt_ms",
+        "concealed_ms",
+        "buffer_delay_ms",
+        "buffer_target_ms",
+        "fec_recovered",
+        "bitrate_kbps",
+    ):
         assert key in values
     assert values["packets_received"] > 50
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None and not __import__("os").environ.get("CI"),
-                    reason="ffmpeg not installed (scripts/test installs it; CI must have it)")
+@pytest.mark.skipif(
+    shutil.which("ffmpeg") is None and not __import__("os").environ.get("CI"),
+    reason="ffmpeg not installed (scripts/test installs it; CI must have it)",
+)
 def test_ffmpeg_decodes_what_voip_send_sends_from_its_sdp(tmp_path, speech, processes: Processes):
     port = free_udp_port()
     sdp, out = tmp_path / "stream.sdp", tmp_path / "ffmpeg.wav"
@@ -75,8 +109,22 @@ def test_ffmpeg_decodes_what_voip_send_sends_from_its_sdp(tmp_path, speech, proc
     probe = run_voip("send", "silence", f"127.0.0.1:{port}", "--sdp", str(sdp), "--duration", "0.1", "--quiet")
     assert probe.returncode == 0, probe.stderr
     assert "a=rtpmap:111 opus/48000/2" in sdp.read_text()
-    ffmpeg = processes.start(["ffmpeg", "-hide_banner", "-loglevel", "error", "-protocol_whitelist",
-                              "file,udp,rtp", "-i", str(sdp), "-t", "30", "-y", str(out)])
+    ffmpeg = processes.start(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-protocol_whitelist",
+            "file,udp,rtp",
+            "-i",
+            str(sdp),
+            "-t",
+            "30",
+            "-y",
+            str(out),
+        ]
+    )
     time.sleep(1.5)
     sent = run_voip("send", SPEECH, f"127.0.0.1:{port}", "--quiet")
     assert sent.returncode == 0, sent.stderr
@@ -125,8 +173,21 @@ def test_devices_are_reported_as_not_yet_supported(tmp_path):
 def test_receive_records_flac_and_ogg(tmp_path, processes: Processes):
     port = free_udp_port()
     flac, ogg = tmp_path / "a.flac", tmp_path / "a.ogg"
-    receiver = processes.start(voip_command("receive", "--bind", "127.0.0.1", "--port", str(port),
-                                            "--out", str(flac), "--out", str(ogg), "--duration", "20"))
+    receiver = processes.start(
+        voip_command(
+            "receive",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--out",
+            str(flac),
+            "--out",
+            str(ogg),
+            "--duration",
+            "20",
+        )
+    )
     time.sleep(1.0)
     assert run_voip("send", "tone:1000", f"127.0.0.1:{port}", "--duration", "1", "--quiet").returncode == 0
     receiver.communicate(timeout=30)

@@ -45,7 +45,7 @@ def drive(jb, arrivals, payloads, ticks, trace=None):
 
 def played_indices(pcm):
     frames = pcm[: len(pcm) // FRAME * FRAME].reshape(-1, FRAME)
-    return [int(round(f[0] * 1024)) - 1 if f[0] > 0 else None for f in frames]
+    return [round(f[0] * 1024) - 1 if f[0] > 0 else None for f in frames]
 
 
 def test_in_order_stream_plays_every_packet_once_in_order():

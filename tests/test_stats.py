@@ -1,3 +1,5 @@
+import itertools
+
 from voip.rtcp import ReportBlock
 from voip.stats import ReceiverStats, round_trip_time
 
@@ -21,7 +23,7 @@ def test_jitter_follows_rfc_3550_a8():
         s.on_packet(i, i * 960, t)
     expected = 0.0
     transits = [t * 48000 - i * 960 for i, t in enumerate(arrivals)]
-    for a, b in zip(transits, transits[1:]):
+    for a, b in itertools.pairwise(transits):
         expected += (abs(b - a) - expected) / 16
     assert abs(s.jitter - expected) < 1e-9
     assert s.jitter > 0

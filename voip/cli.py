@@ -9,19 +9,19 @@ import random
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from voip import SAMPLE_RATE, __version__
 from voip.codec import CodecError, OpusSettings
 from voip.errors import VoipError
-from voip.io.files import Sink, Source, bundled_speech, open_sink, open_source
+from voip.io.files import SilenceSource, Sink, Source, bundled_speech, open_sink, open_source
 from voip.io.udp import Endpoint, MediaLoop, open_socket, parse_host_port, resolve
 from voip.jitter import JitterConfig
 from voip.netsim import NetworkSimulator, NetworkSpec
 from voip.rtcp import NTP_EPOCH_OFFSET
 from voip.sdp import opus_sdp
-from voip.session import ByeReceived, Session, SessionConfig, StreamStarted
+from voip.session import Address, ByeReceived, Session, SessionConfig, StreamStarted
 from voip.stats import StreamStats
 
 DEFAULT_PORT = 5004
@@ -182,7 +182,7 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _session_config(args: argparse.Namespace, remote: tuple[str, int] | None = None) -> SessionConfig:
+def _session_config(args: argparse.Namespace, remote: Address | None = None) -> SessionConfig:
     try:
         opus = OpusSettings(
             bitrate=args.bitrate,
@@ -215,9 +215,7 @@ def run_send(args: argparse.Namespace) -> int:
     rng = random.Random()
     session = Session(_session_config(args, remote), rng, time.monotonic())
     if args.sdp:
-        _write_text(
-            args.sdp, opus_sdp(remote[0], remote[1], args.payload_type, session.config.opus, session.ssrc)
-        )
+        _write_text(args.sdp, opus_sdp(remote[0], remote[1], args.payload_type, session.config.opus, session.ssrc))
     network = _simulator(args)
     endpoint = Endpoint(session, sock, source=source, network=network)
     total = getattr(source, "duration_s", None)
@@ -328,11 +326,11 @@ def run_loopback(args: argparse.Namespace) -> int:
     def should_stop(now: float) -> bool:
         if deadline is not None:
             if forward.source_done:  # a file that ends early is followed by silence (DESIGN.md 1)
-                forward.source, forward.source_done = _Silence(), False
-            return now >= deadline
+                forward.source, forward.source_done = SilenceSource(), False
+            return bool(now >= deadline)
         if forward.source_done:
             sender.hang_up(now)
-        return receiver.receive_finished
+        return bool(receiver.receive_finished)
 
     try:
         loop.run(should_stop)
@@ -350,18 +348,6 @@ def run_loopback(args: argparse.Namespace) -> int:
     if not args.quiet:
         _print_latency(stats, sender, args.network)
     return 0
-
-
-class _Silence:
-    description = "silence"
-
-    def read(self, samples: int):  # type: ignore[no-untyped-def]
-        import numpy as np
-
-        return np.zeros(samples, dtype=np.float32)
-
-    def close(self) -> None:
-        pass
 
 
 def _merged(sender: Session, receiver: Session, now: float) -> StreamStats:
@@ -454,6 +440,3 @@ def _write_text(path: str, text: str) -> None:
         Path(path).write_text(text)
     except OSError as exc:
         raise VoipError(f"cannot write {path!r}: {exc.strerror or exc}") from None
-
-
-HandlerType = Callable[[argparse.Namespace], int]

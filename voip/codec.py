@@ -77,7 +77,8 @@ def _opus() -> ctypes.CDLL:
         import opuslib_next.api
     except Exception as exc:  # opuslib raises a bare Exception when libopus is missing
         raise CodecError(f"cannot load libopus ({exc}); install it with: apt-get install libopus0") from exc
-    return opuslib_next.api.libopus
+    lib: ctypes.CDLL = opuslib_next.api.libopus
+    return lib
 
 
 class OpusEncoder:
@@ -98,15 +99,16 @@ class OpusEncoder:
         self.lookahead_samples: int = self._encoder.lookahead
         self._encode = _opus().opus_encode_float
         self._out = ctypes.create_string_buffer(MAX_PACKET_BYTES)
-        self._float_p = ctypes.POINTER(ctypes.c_float)
+        self._frame = np.zeros(self.frame_samples, dtype=np.float32)
+        self._frame_p = self._frame.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
     def encode(self, pcm: Pcm) -> bytes:
         if len(pcm) != self.frame_samples:
             raise ValueError(f"Opus frame must be {self.frame_samples} samples, got {len(pcm)}")
-        frame = np.ascontiguousarray(pcm, dtype=np.float32)
+        self._frame[:] = pcm
         length = self._encode(
             self._encoder.encoder_state,
-            frame.ctypes.data_as(self._float_p),
+            self._frame_p,
             self.frame_samples,
             self._out,
             MAX_PACKET_BYTES,
@@ -155,7 +157,8 @@ class OpusDecoder:
         )
         if n < 0:
             raise CodecError(f"opus_decode_float failed with error {n}")
-        return self._buffer[:n].copy()
+        out: Pcm = self._buffer[:n].copy()
+        return out
 
     def packet_samples(self, payload: bytes) -> int:
         if not payload:
@@ -183,10 +186,8 @@ class OpusDecoder:
             return False
         if code != 0:
             return True
-        if config >= 12:  # hybrid: 10 or 20 ms, one SILK frame
-            silk_frames = 1
-        else:  # SILK-only: 10, 20, 40, 60 ms; a SILK frame is 20 ms at most
-            silk_frames = (1, 1, 2, 3)[config & 3]
+        # hybrid (12..15): 10 or 20 ms, one SILK frame; SILK-only: 10, 20, 40, 60 ms in 20 ms SILK frames
+        silk_frames = 1 if config >= 12 else (1, 1, 2, 3)[config & 3]
         return bool((payload[1] >> (7 - silk_frames)) & 1)
 
     def decode(self, payload: bytes) -> Pcm:
@@ -227,7 +228,8 @@ class L16Decoder:
         return False
 
     def decode(self, payload: bytes) -> Pcm:
-        return np.frombuffer(payload, dtype=">i2").astype(np.float32) / 32768
+        pcm: Pcm = np.frombuffer(payload, dtype=">i2").astype(np.float32) / np.float32(32768)
+        return pcm
 
     def decode_fec(self, payload: bytes, samples: int) -> Pcm:
         return self.conceal(samples)

@@ -62,8 +62,7 @@ class JitterConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.min_delay_ms <= self.max_delay_ms:
             raise ValueError(
-                f"jitter bounds must satisfy 0 <= min <= max, got "
-                f"{self.min_delay_ms} and {self.max_delay_ms} ms"
+                f"jitter bounds must satisfy 0 <= min <= max, got {self.min_delay_ms} and {self.max_delay_ms} ms"
             )
         if not 0 < self.quantile < 1:
             raise ValueError(f"jitter quantile must be between 0 and 1, not {self.quantile}")
@@ -96,12 +95,13 @@ class DelayEstimator:
 
     def __init__(self, config: JitterConfig) -> None:
         self._config = config
-        buckets = int(math.ceil(config.max_delay_ms / config.bucket_ms)) + 1
+        buckets = math.ceil(config.max_delay_ms / config.bucket_ms) + 1
         self._histogram = np.zeros(buckets)
         # The target adds two packets to the quantile; start where 20 ms packets give the initial delay.
         start_ms = max(0.0, config.initial_delay_ms - 40.0)
         start = min(buckets - 1, int(start_ms / config.bucket_ms))
         self._histogram[start] = 1.0
+        self._weight = 1.0
         self._window: deque[tuple[float, float]] = deque()  # (arrival, transit), transit rising
         self.quantile_delay_ms = start * config.bucket_ms
 
@@ -115,8 +115,13 @@ class DelayEstimator:
         window.append((now, transit))
         relative_ms = (transit - window[0][1]) * 1000.0
         bucket = min(len(self._histogram) - 1, int(relative_ms / self._config.bucket_ms))
-        self._histogram *= self._config.forget_factor
-        self._histogram[bucket] += 1.0 - self._config.forget_factor
+        # Forgetting by scaling every bucket is the same as adding ever larger weights; the
+        # weight is folded back into the histogram before it can overflow.
+        self._weight /= self._config.forget_factor
+        self._histogram[bucket] += self._weight * (1.0 - self._config.forget_factor)
+        if self._weight > 1e9:
+            self._histogram /= self._weight
+            self._weight = 1.0
         cumulative = np.cumsum(self._histogram)
         index = int(np.searchsorted(cumulative, self._config.quantile * cumulative[-1]))
         self.quantile_delay_ms = min(index, len(self._histogram) - 1) * self._config.bucket_ms
@@ -362,7 +367,7 @@ class JitterBuffer:
 
 
 def _rms(pcm: Pcm) -> float:
-    return float(np.sqrt(np.mean(np.square(pcm)))) if len(pcm) else 0.0
+    return math.sqrt(float(np.dot(pcm, pcm)) / len(pcm)) if len(pcm) else 0.0
 
 
 def _ms(samples: int) -> float:

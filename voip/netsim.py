@@ -42,8 +42,7 @@ class NetworkSpec:
             key = key.strip()
             if not sep or key not in _UNITS:
                 raise ValueError(
-                    f"bad network item {item!r}: expected one of "
-                    + ", ".join(f"{k}=N{u}" for k, u in _UNITS.items())
+                    f"bad network item {item!r}: expected one of " + ", ".join(f"{k}=N{u}" for k, u in _UNITS.items())
                 )
             unit = _UNITS[key]
             match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|%|)\s*", raw)

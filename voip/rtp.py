@@ -45,12 +45,7 @@ class RtpPacket:
 
     def serialize(self) -> bytes:
         has_extension = self.extension_profile is not None
-        first = (
-            (RTP_VERSION << 6)
-            | (0x20 if self.padding else 0)
-            | (0x10 if has_extension else 0)
-            | len(self.csrcs)
-        )
+        first = (RTP_VERSION << 6) | (0x20 if self.padding else 0) | (0x10 if has_extension else 0) | len(self.csrcs)
         second = (0x80 if self.marker else 0) | self.payload_type
         parts = [_HEADER.pack(first, second, self.sequence, self.timestamp, self.ssrc)]
         if self.csrcs:

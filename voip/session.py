@@ -132,8 +132,11 @@ class Session:
 
     def send_audio(self, pcm: Pcm, now: float) -> None:
         """Encode and packetize whole frames; a partial frame waits for the next call."""
-        self._input = np.concatenate((self._input, pcm)) if len(self._input) else pcm
         n = self.frame_samples
+        if len(pcm) == n and not len(self._input):  # the usual case: one whole frame
+            self._send_frame(pcm, now)
+            return
+        self._input = np.concatenate((self._input, pcm)) if len(self._input) else pcm
         while len(self._input) >= n:
             frame, self._input = self._input[:n], self._input[n:]
             self._send_frame(frame, now)

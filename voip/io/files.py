@@ -77,7 +77,8 @@ class FileSource:
             if self._resampler is not None:
                 mono = self._resampler.resample_chunk(mono, last=self._eof)
             self._pending = np.concatenate((self._pending, mono.astype(np.float32, copy=False)))
-        out, self._pending = self._pending[:samples], self._pending[samples:]
+        out: Pcm = self._pending[:samples]
+        self._pending = self._pending[samples:]
         return out
 
     def close(self) -> None:
@@ -97,7 +98,8 @@ class ToneSource:
     def read(self, samples: int) -> Pcm:
         phase = (self._n + np.arange(samples)) * self._step
         self._n += samples
-        return (0.25 * np.sin(phase)).astype(np.float32)
+        tone: Pcm = (0.25 * np.sin(phase)).astype(np.float32)
+        return tone
 
     def close(self) -> None:
         pass
@@ -118,17 +120,13 @@ class FileSink:
         self.description = str(path)
         suffix = Path(path).suffix.lower()
         if suffix not in SINK_FORMATS:
-            raise VoipError(
-                f"cannot record to {str(path)!r}: use a file name ending in " + ", ".join(SINK_FORMATS)
-            )
+            raise VoipError(f"cannot record to {str(path)!r}: use a file name ending in " + ", ".join(SINK_FORMATS))
         fmt, subtype = SINK_FORMATS[suffix]
         folder = Path(path).parent
         if not folder.is_dir():
             raise VoipError(f"cannot write audio file {str(path)!r}: folder {str(folder)!r} does not exist")
         try:
-            self._file = sf.SoundFile(
-                str(path), "w", samplerate=SAMPLE_RATE, channels=1, format=fmt, subtype=subtype
-            )
+            self._file = sf.SoundFile(str(path), "w", samplerate=SAMPLE_RATE, channels=1, format=fmt, subtype=subtype)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise VoipError(f"cannot write audio file {str(path)!r}: {_reason(exc)}") from exc
 

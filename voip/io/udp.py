@@ -51,7 +51,7 @@ def resolve(host: str, port: int) -> tuple[socket.AddressFamily, Address]:
     except (socket.gaierror, UnicodeError) as exc:
         raise VoipError(f"cannot resolve host {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
     family, _, _, _, sockaddr = infos[0]
-    return family, sockaddr
+    return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
 def open_socket(bind_host: str, port: int, family: socket.AddressFamily | None = None) -> socket.socket:
@@ -161,9 +161,7 @@ class MediaLoop:
                     ep.transmit(now)
                     ep.flush_network()
                 return
-            deadline = min(
-                [next_tick] + [t for ep in self.endpoints if (t := ep.next_deadline()) is not None]
-            )
+            deadline = min([next_tick] + [t for ep in self.endpoints if (t := ep.next_deadline()) is not None])
             timeout = max(0.0, deadline - self.clock())
             readable, _, _ = select.select(socks, [], [], timeout)
             for sock in readable:
