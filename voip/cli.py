@@ -299,14 +299,12 @@ def run_loopback(args: argparse.Namespace) -> int:
     receiver_sock = open_socket("127.0.0.1", 0)
     rng = random.Random(args.seed)
     now = time.monotonic()
-    sender = Session(_session_config(args, sender_sock.getsockname()), rng, now)
+    config = _session_config(args)
     sender = Session(
-        dataclasses.replace(sender.config, remote=receiver_sock.getsockname()),
-        random.Random(rng.random()),
-        now,
+        dataclasses.replace(config, remote=receiver_sock.getsockname()), random.Random(rng.getrandbits(64)), now
     )
     receiver = Session(
-        dataclasses.replace(sender.config, remote=sender_sock.getsockname()), random.Random(rng.random()), now
+        dataclasses.replace(config, remote=sender_sock.getsockname()), random.Random(rng.getrandbits(64)), now
     )
     forward = Endpoint(sender, sender_sock, source=source, network=_simulator(args, rng))
     backward = Endpoint(receiver, receiver_sock, sinks=sinks, network=_simulator(args, rng))
