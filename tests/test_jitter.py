@@ -163,3 +163,27 @@ def test_timestamp_wraparound_is_seamless():
         jb.pull(FRAME, tick * STEP)
     stats = jb.stats()
     assert stats.packets_late == 0 and stats.concealed_ms == 0
+
+
+def test_incremental_quantile_matches_a_brute_force_histogram():
+    from voip.jitter import DelayEstimator, JitterConfig
+
+    config = JitterConfig()
+    estimator = DelayEstimator(config)
+    buckets = len(estimator._histogram)
+    reference = np.zeros(buckets)
+    reference[int(max(0.0, config.initial_delay_ms - 40) / config.bucket_ms)] = 1.0
+    rng = random.Random(11)
+    window: list[tuple[float, float]] = []
+    for i in range(5000):  # long enough to pass several weight renormalizations
+        spread = 0.08 if (i // 700) % 2 else 0.005  # alternate calm and jittery stretches
+        now = i * STEP + abs(rng.gauss(0, spread))
+        estimator.on_arrival(i * FRAME, now)
+        transit = now - i * FRAME / 48000
+        window = [(t, tr) for t, tr in window if t >= now - config.reference_window_s] + [(now, transit)]
+        relative_ms = (transit - min(tr for _, tr in window)) * 1000
+        reference *= config.forget_factor
+        reference[min(buckets - 1, int(relative_ms / config.bucket_ms))] += 1 - config.forget_factor
+        cumulative = np.cumsum(reference)
+        expected = int(np.searchsorted(cumulative, config.quantile * cumulative[-1]))
+        assert estimator.quantile_delay_ms == min(expected, buckets - 1) * config.bucket_ms, i

@@ -74,13 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     receive.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
     receive.add_argument("--bind", default="0.0.0.0", help="local address (default 0.0.0.0; :: for IPv6)")
-    receive.add_argument(
-        "--out",
-        action="append",
-        metavar="SINK",
-        required=True,
-        help="where audio goes: a .wav/.flac/.ogg path or null (repeatable)",
-    )
+    _add_out_option(receive, required=True)
     _add_codec_options(receive, sending=False)
     _add_run_options(receive)
     receive.set_defaults(handler=run_receive)
@@ -99,17 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="audio file, tone:HZ or silence (default: bundled speech)",
     )
-    loopback.add_argument(
-        "--out",
-        action="append",
-        metavar="SINK",
-        help="where received audio goes: .wav/.flac/.ogg path or null (default null; repeatable)",
-    )
+    _add_out_option(loopback, required=False)
     _add_codec_options(loopback)
     _add_network_options(loopback)
     _add_run_options(loopback)
     loopback.set_defaults(handler=run_loopback)
     return parser
+
+
+def _add_out_option(parser: argparse.ArgumentParser, required: bool) -> None:
+    default = "" if required else "; default null"
+    parser.add_argument(
+        "--out",
+        action="append",
+        metavar="SINK",
+        required=required,
+        help=f"where received audio goes: a .wav/.flac/.ogg path or null (repeatable{default})",
+    )
 
 
 def _add_codec_options(parser: argparse.ArgumentParser, sending: bool = True) -> None:
@@ -414,7 +414,7 @@ def _summary(title: str, stats: StreamStats, args: argparse.Namespace) -> None:
 
 def _print_latency(stats: StreamStats, sender: Session, network: NetworkSpec) -> None:
     frame_ms = sender.frame_samples * 1000 / SAMPLE_RATE
-    lookahead_ms = getattr(sender._encoder, "lookahead_samples", 0) * 1000 / SAMPLE_RATE
+    lookahead_ms = sender.codec_delay_samples * 1000 / SAMPLE_RATE
     total = frame_ms + lookahead_ms + network.delay_ms + stats.buffer_delay_ms
     print(
         f"latency (estimated, without audio devices): {total:.0f} ms = frame {frame_ms:.0f} + "

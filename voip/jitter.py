@@ -96,14 +96,22 @@ class DelayEstimator:
     def __init__(self, config: JitterConfig) -> None:
         self._config = config
         buckets = math.ceil(config.max_delay_ms / config.bucket_ms) + 1
-        self._histogram = np.zeros(buckets)
         # The target adds two packets to the quantile; start where 20 ms packets give the initial delay.
         start_ms = max(0.0, config.initial_delay_ms - 40.0)
         start = min(buckets - 1, int(start_ms / config.bucket_ms))
+        self._histogram = [0.0] * buckets
         self._histogram[start] = 1.0
+        self._total = 1.0
         self._weight = 1.0
+        # The quantile's bucket and the mass below it, moved a step at a time as mass arrives:
+        # the quantile creeps, so this is O(1) per packet instead of a cumulative sum.
+        self._index = start
+        self._below = 0.0
         self._window: deque[tuple[float, float]] = deque()  # (arrival, transit), transit rising
-        self.quantile_delay_ms = start * config.bucket_ms
+
+    @property
+    def quantile_delay_ms(self) -> float:
+        return self._index * self._config.bucket_ms
 
     def on_arrival(self, timestamp: int, now: float) -> None:
         transit = now - timestamp / SAMPLE_RATE
@@ -114,17 +122,29 @@ class DelayEstimator:
             window.pop()
         window.append((now, transit))
         relative_ms = (transit - window[0][1]) * 1000.0
-        bucket = min(len(self._histogram) - 1, int(relative_ms / self._config.bucket_ms))
+        histogram = self._histogram
+        bucket = min(len(histogram) - 1, int(relative_ms / self._config.bucket_ms))
         # Forgetting by scaling every bucket is the same as adding ever larger weights; the
         # weight is folded back into the histogram before it can overflow.
         self._weight /= self._config.forget_factor
-        self._histogram[bucket] += self._weight * (1.0 - self._config.forget_factor)
+        added = self._weight * (1.0 - self._config.forget_factor)
+        histogram[bucket] += added
+        self._total += added
+        if bucket < self._index:
+            self._below += added
         if self._weight > 1e9:
-            self._histogram /= self._weight
+            self._histogram = histogram = [mass / self._weight for mass in histogram]
+            self._total = sum(histogram)
+            self._below = sum(histogram[: self._index])
             self._weight = 1.0
-        cumulative = np.cumsum(self._histogram)
-        index = int(np.searchsorted(cumulative, self._config.quantile * cumulative[-1]))
-        self.quantile_delay_ms = min(index, len(self._histogram) - 1) * self._config.bucket_ms
+        # Move to the first bucket whose cumulative mass reaches the quantile.
+        threshold = self._config.quantile * self._total
+        while self._index > 0 and self._below >= threshold:
+            self._index -= 1
+            self._below -= histogram[self._index]
+        while self._index < len(histogram) - 1 and self._below + histogram[self._index] < threshold:
+            self._below += histogram[self._index]
+            self._index += 1
 
     def reset_reference(self) -> None:
         self._window.clear()
@@ -286,7 +306,7 @@ class JitterBuffer:
             return chunk
         self._take(self._playout_ts, now)
         pcm = self._decoder.decode(packet.payload)
-        self._end_concealment_run()
+        self._run_samples = 0  # a concealment run ends with real audio
         self._concealed_ahead = 0
         self._last_samples = packet.samples
         self._playout_ts += packet.samples
@@ -309,12 +329,12 @@ class JitterBuffer:
         if gap == 0:
             return np.zeros(0, dtype=np.float32)
         following = self._packets[next_ts]
-        if gap <= following.samples and self._decoder.has_fec(following.payload):
+        fec_covers = following.samples if self._decoder.has_fec(following.payload) else 0
+        if gap <= fec_covers:
             pcm = self._decoder.decode_fec(following.payload, gap)
             self.fec_recovered += 1
-            self._end_concealment_run()
-        else:
-            fec_covers = following.samples if self._decoder.has_fec(following.payload) else 0
+            self._run_samples = 0
+        else:  # conceal up to where the next packet's FEC (if any) takes over
             pcm = self._conceal(min(gap - fec_covers, self._last_samples))
         self._playout_ts += len(pcm)
         return pcm
@@ -339,9 +359,6 @@ class JitterBuffer:
                 self._interruptions += 1
             self._concealed_samples += len(pcm)
         return pcm
-
-    def _end_concealment_run(self) -> None:
-        self._run_samples = 0
 
     # ---- statistics ----------------------------------------------------------------------
 

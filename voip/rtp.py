@@ -8,7 +8,7 @@ reproduces the same bytes.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from voip.errors import ParseError
 
@@ -40,7 +40,7 @@ class RtpPacket:
     csrcs: tuple[int, ...] = ()
     extension_profile: int | None = None
     extension: bytes = b""
-    padding: int = field(default=0)
+    padding: int = 0
     """Number of padding bytes (including the count byte); serialized as zeros then the count."""
 
     def serialize(self) -> bytes:

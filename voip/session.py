@@ -123,10 +123,14 @@ class Session:
         self.packets_foreign = 0
         self._octets_received = 0
         self._first_receive: float | None = None
-        self._last_receive: float | None = None
         self.rtt: float | None = None
         self.remote_fraction_lost: float | None = None
         self._expected_loss = 0.0
+
+    @property
+    def codec_delay_samples(self) -> int:
+        """Encoder lookahead: part of the mouth-to-ear delay that no buffer can remove."""
+        return int(getattr(self._encoder, "lookahead_samples", 0))
 
     # ---- sending -------------------------------------------------------------------------
 
@@ -188,7 +192,6 @@ class Session:
             return
         if self.remote is None and self.remote_ssrc is not None:
             self.remote = addr
-        self._last_receive = now
 
     def _receive_rtp(self, packet: RtpPacket, addr: Address, now: float) -> None:
         if packet.payload_type != self.config.payload_type:
