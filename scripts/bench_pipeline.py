@@ -65,18 +65,18 @@ def whole_path(frames: list[np.ndarray], complexity: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=3000, help="frames per measurement (20 ms each)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each is kept")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds; the best of each is kept")
     args = parser.parse_args()
     frames = speech_frames(args.frames)
-    print("| complexity | (a) bare Opus enc+dec, us/frame | (b) whole path, us/frame | (b)/(a) |")
-    print("|---:|---:|---:|---:|")
+    print("| complexity | (a) bare Opus enc+dec, us/frame | (b) whole path, us/frame | (b)-(a), us | (b)/(a) |")
+    print("|---:|---:|---:|---:|---:|")
     for complexity in (10, 5):
         bare, path = [], []
         for _ in range(args.rounds):  # interleaved so that machine load hits both alike
             bare.append(bare_codec(frames, complexity))
             path.append(whole_path(frames, complexity))
         a, b = min(bare) * 1e6, min(path) * 1e6
-        print(f"| {complexity} | {a:.1f} | {b:.1f} | {b / a:.3f} |")
+        print(f"| {complexity} | {a:.1f} | {b:.1f} | {b - a:.1f} | {b / a:.3f} |")
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ class JitterBuffer:
         self._run_samples = 0  # length of the current concealment run
         self._accelerated_samples = 0
         self._expanded_samples = 0
-        self._delay_histogram = np.zeros(DELAY_HISTOGRAM_MS + 1, dtype=np.int64)
+        self._delay_histogram = [0] * (DELAY_HISTOGRAM_MS + 1)
         self._delay_sum = 0.0
 
     # ---- input ---------------------------------------------------------------------------
@@ -363,7 +363,7 @@ class JitterBuffer:
     # ---- statistics ----------------------------------------------------------------------
 
     def stats(self) -> JitterStats:
-        played = int(self._delay_histogram.sum())
+        played = sum(self._delay_histogram)
         p95 = 0.0
         if played:
             cumulative = np.cumsum(self._delay_histogram)

@@ -65,6 +65,8 @@ class RtpPacket:
         first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
         if first >> 6 != RTP_VERSION:
             raise ParseError(f"RTP version {first >> 6}, expected 2")
+        if not first & 0x3F:  # no padding, extension or CSRC: what every Opus sender here sends
+            return cls(second & 0x7F, sequence, timestamp, ssrc, bytes(data[12:]), bool(second & 0x80))
         offset = 12
         csrc_count = first & 0x0F
         end = len(data)
