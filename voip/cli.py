@@ -360,7 +360,9 @@ def _merged(sender: Session, receiver: Session, now: float) -> StreamStats:
     )
 
 
-def _simulator(args: argparse.Namespace, rng: random.Random | None = None) -> NetworkSimulator | None:
+def _simulator(
+    args: argparse.Namespace, rng: random.Random | None = None
+) -> NetworkSimulator[tuple[bytes, Address]] | None:
     if args.network == NetworkSpec():
         return None
     seed_source = rng or random.Random(args.seed)

@@ -1,6 +1,7 @@
 """Seeded network impairment: loss (random or bursty), delay, jitter, reordering, duplication.
 
-The simulator is a queue keyed by delivery time; the caller passes `now` and an
+The simulator is a queue keyed by delivery time, of whatever the caller sends
+(datagrams, or datagrams with their destination); the caller passes `now` and an
 `random.Random`, so the same seed gives the same network, in real time (loopback)
 or in simulated time (tests and benchmarks).
 """
@@ -11,6 +12,9 @@ import heapq
 import random
 import re
 from dataclasses import dataclass, fields
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
 
 _UNITS = {"delay": "ms", "jitter": "ms", "loss": "%", "burst": "", "reorder": "%", "duplicate": "%"}
 
@@ -66,11 +70,11 @@ class NetworkSpec:
         return ",".join(parts) or "none"
 
 
-class NetworkSimulator:
+class NetworkSimulator(Generic[Item]):
     def __init__(self, spec: NetworkSpec, rng: random.Random) -> None:
         self.spec = spec
         self._rng = rng
-        self._queue: list[tuple[float, int, bytes]] = []
+        self._queue: list[tuple[float, int, Item]] = []  # the counter keeps items uncompared
         self._counter = 0
         self._in_burst = False
         # Gilbert model: stationary loss = p / (p + q) with q = 1/burst.
@@ -79,7 +83,7 @@ class NetworkSimulator:
         self.sent = 0
         self.dropped = 0
 
-    def send(self, data: bytes, now: float) -> None:
+    def send(self, data: Item, now: float) -> None:
         self.sent += 1
         rng = self._rng
         if self._in_burst:
@@ -102,15 +106,15 @@ class NetworkSimulator:
             return spec.delay_ms / 1000.0
         return max(0.0, self._rng.gauss(spec.delay_ms, spec.jitter_ms)) / 1000.0
 
-    def _push(self, when: float, data: bytes) -> None:
+    def _push(self, when: float, data: Item) -> None:
         heapq.heappush(self._queue, (when, self._counter, data))
         self._counter += 1
 
-    def deliver(self, now: float) -> list[bytes]:
+    def deliver(self, now: float) -> list[Item]:
         """Every datagram due at or before `now`, in delivery order."""
         return [data for _, data in self.deliver_timed(now)]
 
-    def deliver_timed(self, now: float) -> list[tuple[float, bytes]]:
+    def deliver_timed(self, now: float) -> list[tuple[float, Item]]:
         """Like `deliver`, with the time each datagram arrived."""
         out = []
         while self._queue and self._queue[0][0] <= now:

@@ -41,8 +41,8 @@ def simulate(
     now = 0.0
     sender = Session(_with_remote(config, RECEIVER), random.Random(rng.getrandbits(32)), now)
     receiver = Session(_with_remote(config, SENDER), random.Random(rng.getrandbits(32)), now)
-    forward = NetworkSimulator(network, random.Random(rng.getrandbits(32)))
-    backward = NetworkSimulator(network, random.Random(rng.getrandbits(32)))
+    forward: NetworkSimulator[bytes] = NetworkSimulator(network, random.Random(rng.getrandbits(32)))
+    backward: NetworkSimulator[bytes] = NetworkSimulator(network, random.Random(rng.getrandbits(32)))
     frame = sender.frame_samples
     step = frame / SAMPLE_RATE
     frames_in = -(-len(source) // frame)

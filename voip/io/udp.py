@@ -81,19 +81,19 @@ class Endpoint:
     sock: socket.socket
     source: Source | None = None
     sinks: list[Sink] = field(default_factory=list)
-    network: NetworkSimulator | None = None  # impairment applied to what this endpoint sends
+    network: NetworkSimulator[tuple[bytes, Address]] | None = None  # impairs what this endpoint sends
     source_done: bool = False
     send_errors: int = 0
 
     def transmit(self, now: float) -> None:
         for data, addr in self.session.datagrams_to_send(now):
             if self.network is not None:
-                self.network.send(_pack(data, addr), now)
+                self.network.send((data, addr), now)
             else:
                 self._sendto(data, addr)
         if self.network is not None:
-            for packed in self.network.deliver(now):
-                self._sendto(*_unpack(packed))
+            for data, addr in self.network.deliver(now):
+                self._sendto(data, addr)
 
     def _sendto(self, data: bytes, addr: Address) -> None:
         try:
@@ -104,27 +104,14 @@ class Endpoint:
     def flush_network(self) -> None:
         """On exit, deliver what the simulated network still holds (the BYE among it)."""
         if self.network is not None:
-            for packed in self.network.deliver(float("inf")):
-                self._sendto(*_unpack(packed))
+            for data, addr in self.network.deliver(float("inf")):
+                self._sendto(data, addr)
 
     def next_deadline(self) -> float | None:
         times = [self.session.next_deadline()]
         if self.network is not None:
             times.append(self.network.next_delivery())
         return min((t for t in times if t is not None), default=None)
-
-
-# The simulator carries opaque bytes; keep the destination with each datagram.
-def _pack(data: bytes, addr: Address) -> bytes:
-    host = addr[0].encode()
-    return len(host).to_bytes(1, "big") + host + addr[1].to_bytes(2, "big") + data
-
-
-def _unpack(packed: bytes) -> tuple[bytes, Address]:
-    n = packed[0]
-    host = packed[1 : 1 + n].decode()
-    port = int.from_bytes(packed[1 + n : 3 + n], "big")
-    return packed[3 + n :], (host, port)
 
 
 class MediaLoop:
