@@ -10,14 +10,19 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from voip import SAMPLE_RATE, __version__
 from voip.codec import CodecError, OpusSettings
 from voip.errors import VoipError
-from voip.io.files import SilenceSource, Sink, Source, bundled_speech, open_sink, open_source
-from voip.io.udp import Endpoint, MediaLoop, open_socket, parse_host_port, resolve
+from voip.io.audio import Microphone, Speaker, find_device, list_devices
+from voip.io.files import SilenceSource, Sink, Source, open_sink, open_source
+from voip.io.loop import Endpoint, MediaLoop
+from voip.io.udp import open_socket, parse_host_port, resolve
 from voip.jitter import JitterConfig
+from voip.latency import CLICK_PERIOD_S, LatencyProbe, LatencyReport, find_echoes, mean_ms, median_ms
 from voip.netsim import NetworkSimulator, NetworkSpec
 from voip.rtcp import NTP_EPOCH_OFFSET
 from voip.sdp import opus_sdp
@@ -56,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         "send",
         help="stream an audio file to a host in real time",
         description="Stream an audio file (wav, flac, ogg; any rate, mixed to mono) in real time "
-        "to HOST[:PORT], where `voip receive`, ffmpeg or GStreamer listens. Sends RTCP BYE at the end.",
+        "to HOST[:PORT], where `voip receive`, ffmpeg or GStreamer listens. Sends RTCP BYE at the end. "
+        "FILE may also be mic or mic:NAME to stream a microphone.",
     )
-    send.add_argument("file", help="audio file to send (or tone:HZ, silence)")
+    send.add_argument("file", help=f"what to send: {SOURCES}")
     send.add_argument("destination", metavar="HOST[:PORT]", help=f"receiver address (port {DEFAULT_PORT})")
     send.add_argument("--sdp", metavar="PATH", help="write an SDP description of the stream (for ffmpeg)")
     _add_codec_options(send)
@@ -70,46 +76,60 @@ def build_parser() -> argparse.ArgumentParser:
         "receive",
         help="receive a stream and record it",
         description="Receive one RTP/Opus stream (from `voip send`, ffmpeg, GStreamer, ...) and "
-        "play it out through the jitter buffer into the --out sinks. Ends when the sender says BYE.",
+        "play it out through the jitter buffer to the speaker or the --out sinks. Ends when the "
+        "sender says BYE.",
     )
     receive.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
     receive.add_argument("--bind", default="0.0.0.0", help="local address (default 0.0.0.0; :: for IPv6)")
-    _add_out_option(receive, required=True)
+    _add_out_option(receive, default="speaker")
     _add_codec_options(receive, sending=False)
     _add_run_options(receive)
     receive.set_defaults(handler=run_receive)
 
     loopback = commands.add_parser(
         "loopback",
-        help="the whole chain on this machine, through a simulated network",
+        help="the whole chain on this machine: the echo test",
         description="Capture, encode, send over UDP on 127.0.0.1 (through a simulated network when "
         "--network is given), jitter-buffer, decode and play out, then report delay and quality "
-        "statistics. Without --in it plays the bundled speech sample.",
+        "statistics. With no options it is the classic echo test: what the microphone hears comes "
+        "out of the speaker (use headphones).",
     )
+    loopback.add_argument("--in", dest="source", default="mic", metavar="SOURCE", help=f"{SOURCES} (default mic)")
+    _add_out_option(loopback, default="speaker")
     loopback.add_argument(
-        "--in",
-        dest="source",
-        default=None,
-        metavar="SOURCE",
-        help="audio file, tone:HZ or silence (default: bundled speech)",
+        "--measure-latency",
+        action="store_true",
+        help="measure mouth-to-ear latency through the devices: the speaker clicks once a second, the "
+        "microphone hears each click and its echo through the chain (hold the microphone to the "
+        "speaker, or loop the device back); prints the parts it is made of",
     )
-    _add_out_option(loopback, required=False)
     _add_codec_options(loopback)
     _add_network_options(loopback)
     _add_run_options(loopback)
     loopback.set_defaults(handler=run_loopback)
+
+    devices = commands.add_parser(
+        "devices",
+        help="list audio devices",
+        description="List the audio devices PortAudio sees, with the index and name that "
+        "mic:NAME_OR_INDEX and speaker:NAME_OR_INDEX accept; * marks the defaults.",
+    )
+    devices.set_defaults(handler=run_devices)
     return parser
 
 
-def _add_out_option(parser: argparse.ArgumentParser, required: bool) -> None:
-    default = "" if required else "; default null"
+SOURCES = "mic, mic:NAME_OR_INDEX, an audio file (wav/flac/ogg), speech (a bundled sample), tone:HZ or silence"
+
+
+def _add_out_option(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
         "--out",
         action="append",
         metavar="SINK",
-        required=required,
-        help=f"where received audio goes: a .wav/.flac/.ogg path or null (repeatable{default})",
+        help="where received audio goes: speaker, speaker:NAME_OR_INDEX, a .wav/.flac/.ogg path to "
+        f"record into, or null (repeatable; default {default})",
     )
+    parser.set_defaults(default_out=default)
 
 
 def _add_codec_options(parser: argparse.ArgumentParser, sending: bool = True) -> None:
@@ -207,31 +227,118 @@ def _session_config(args: argparse.Namespace, remote: Address | None = None) -> 
 # ---- commands ----------------------------------------------------------------------------
 
 
+@dataclass
+class AudioIO:
+    """What a command reads and where its received audio goes: files and devices."""
+
+    source: Source | None = None
+    mic: Microphone | None = None
+    sinks: list[Sink] = field(default_factory=list)
+    speaker: Speaker | None = None
+
+    @property
+    def input_description(self) -> str:
+        if self.mic is not None:
+            return self.mic.description
+        return self.source.description if self.source is not None else "-"
+
+    @property
+    def output_description(self) -> str:
+        names = [self.speaker.description] if self.speaker else []
+        return ", ".join(names + [sink.description for sink in self.sinks]) or "-"
+
+    def endpoint(self, session: Session, sock: socket.socket, **extra: Any) -> Endpoint:
+        return Endpoint(
+            session, sock, source=self.source, sinks=self.sinks, mic=self.mic, speaker=self.speaker, **extra
+        )
+
+    def device_counters(self, stats: StreamStats) -> StreamStats:
+        return dataclasses.replace(
+            stats,
+            input_overflows=self.mic.input_overflows if self.mic else 0,
+            output_underflows=self.speaker.output_underflows if self.speaker else 0,
+        )
+
+    def close(self) -> None:
+        for part in (self.mic, self.speaker, self.source, *self.sinks):
+            if part is not None:
+                part.close()
+
+
+def _open_audio(source_spec: str | None, sink_specs: list[str], frame_samples: int) -> AudioIO:
+    """Open everything or nothing: on an error, what was opened is closed again."""
+    io = AudioIO()
+    try:
+        if source_spec is not None:
+            kind, _, name = source_spec.partition(":")
+            if kind == "mic":
+                io.mic = Microphone(find_device(name, "input"), frame_samples)
+            else:
+                io.source = open_source(source_spec)
+        for spec in sink_specs:
+            kind, _, name = spec.partition(":")
+            if kind != "speaker":
+                io.sinks.append(open_sink(spec))
+            elif io.speaker is not None:
+                raise VoipError("one speaker per stream; add file sinks with more --out options")
+            else:
+                io.speaker = Speaker(find_device(name, "output"), frame_samples)
+    except BaseException:
+        io.close()
+        raise
+    return io
+
+
+def _frame_samples(args: argparse.Namespace) -> int:
+    return int(args.frame_ms * SAMPLE_RATE // 1000)
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    devices = list_devices()
+    if not devices:
+        print("no audio devices found: is a sound server running? (scripts/virtual-audio provides a virtual one)")
+        return 1
+    print(f"{'':2}{'index':>5}  {'name':32} {'host API':10} {'in':>3} {'out':>3} {'rate':>7}")
+    for d in devices:
+        mark = "*" if d.default_input or d.default_output else " "
+        defaults = [w for w, yes in (("default input", d.default_input), ("default output", d.default_output)) if yes]
+        note = f"  ({', '.join(defaults)})" if defaults else ""
+        print(
+            f"{mark:2}{d.index:>5}  {d.name[:32]:32} {d.host_api[:10]:10} {d.input_channels:>3} "
+            f"{d.output_channels:>3} {d.default_rate:>7.0f}{note}"
+        )
+    return 0
+
+
 def run_send(args: argparse.Namespace) -> int:
-    source = open_source(args.file)
     host, port = parse_host_port(args.destination, DEFAULT_PORT)
     family, remote = resolve(host, port)
+    io = _open_audio(args.file, [], _frame_samples(args))
+    try:
+        return _send(args, io, family, remote)
+    finally:
+        io.close()
+
+
+def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, remote: Address) -> int:
     sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
-    rng = random.Random()
-    session = Session(_session_config(args, remote), rng, time.monotonic())
+    session = Session(_session_config(args, remote), random.Random(), time.monotonic())
     if args.sdp:
         _write_text(args.sdp, opus_sdp(remote[0], remote[1], args.payload_type, session.config.opus, session.ssrc))
-    network = _simulator(args)
-    endpoint = Endpoint(session, sock, source=source, network=network)
-    total = getattr(source, "duration_s", None)
+    endpoint = io.endpoint(session, sock, network=_simulator(args))
+    total = getattr(io.source, "duration_s", None)
     status = StatusLine(args.quiet)
-    _info(f"sending {source.description} to {_show(remote)}", args.quiet)
+    _info(f"sending {io.input_description} to {_show(remote)}", args.quiet)
 
     def progress(now: float) -> None:
         elapsed = now - loop.start
         done = f"{elapsed:5.1f}/{total:.1f} s" if total else f"{elapsed:5.1f} s"
-        status.show(now, f"sending {done}  " + _status_fields(session.stats(now)))
+        status.show(now, f"sending {done}  {_level(io)}" + _status_fields(session.stats(now)))
 
     loop = MediaLoop([endpoint], session.frame_samples, on_tick=progress)
-    deadline = loop.start + args.duration if args.duration else None
 
     def should_stop(now: float) -> bool:
-        if endpoint.source_done or (deadline is not None and now >= deadline):
+        if endpoint.source_done or _past(loop, args, now):
             session.hang_up(now)
             return True
         return False
@@ -242,22 +349,26 @@ def run_send(args: argparse.Namespace) -> int:
         session.hang_up(time.monotonic())
         endpoint.transmit(time.monotonic())
     finally:
-        source.close()
         sock.close()
     status.clear()
-    stats = session.stats(time.monotonic())
-    _summary("sent", stats, args)
+    _summary("sent", io.device_counters(session.stats(time.monotonic())), args)
     return 0
 
 
 def run_receive(args: argparse.Namespace) -> int:
-    sinks = [open_sink(spec) for spec in args.out]
+    io = _open_audio(None, args.out or [args.default_out], _frame_samples(args))
+    try:
+        return _receive(args, io)
+    finally:
+        io.close()
+
+
+def _receive(args: argparse.Namespace, io: AudioIO) -> int:
     sock = open_socket(args.bind, args.port)
     session = Session(_session_config(args), random.Random(), time.monotonic())
-    endpoint = Endpoint(session, sock, sinks=sinks)
+    endpoint = io.endpoint(session, sock)
     status = StatusLine(args.quiet)
-    bound = sock.getsockname()
-    _info(f"listening on {_show(bound)}", args.quiet)
+    _info(f"listening on {_show(sock.getsockname())}, playing to {io.output_description}", args.quiet)
 
     def on_tick(now: float) -> None:
         for event in iter(session.next_event, None):
@@ -272,80 +383,113 @@ def run_receive(args: argparse.Namespace) -> int:
             status.show(now, "receiving  " + _status_fields(session.stats(now)))
 
     loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick)
-    deadline = loop.start + args.duration if args.duration else None
-
-    def should_stop(now: float) -> bool:
-        return session.receive_finished or (deadline is not None and now >= deadline)
-
     try:
-        loop.run(should_stop)
+        loop.run(lambda now: session.receive_finished or _past(loop, args, now))
     except KeyboardInterrupt:
         pass
     finally:
         session.hang_up(time.monotonic())
         endpoint.transmit(time.monotonic())
-        for sink in sinks:
-            sink.close()
         sock.close()
     status.clear()
-    _summary("received", session.stats(time.monotonic()), args)
+    _summary("received", io.device_counters(session.stats(time.monotonic())), args)
     return 0
 
 
 def run_loopback(args: argparse.Namespace) -> int:
-    source: Source = open_source(args.source or str(bundled_speech()))
-    sinks: list[Sink] = [open_sink(spec) for spec in args.out or ["null"]]
+    sinks = args.out or [args.default_out]
+    if args.measure_latency:
+        if not args.source.startswith("mic") or not all(s.startswith("speaker") for s in sinks):
+            raise VoipError("--measure-latency measures through the devices: use --in mic[:NAME] --out speaker[:NAME]")
+        if args.duration is None:
+            args.duration = 7 * CLICK_PERIOD_S + 0.5
+    io = _open_audio(args.source, sinks, _frame_samples(args))
+    try:
+        return _loopback(args, io)
+    finally:
+        io.close()
+
+
+def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
     sender_sock = open_socket("127.0.0.1", 0)
     receiver_sock = open_socket("127.0.0.1", 0)
     rng = random.Random(args.seed)
-    now = time.monotonic()
     config = _session_config(args)
+    now = time.monotonic()
     sender = Session(
         dataclasses.replace(config, remote=receiver_sock.getsockname()), random.Random(rng.getrandbits(64)), now
     )
     receiver = Session(
         dataclasses.replace(config, remote=sender_sock.getsockname()), random.Random(rng.getrandbits(64)), now
     )
-    forward = Endpoint(sender, sender_sock, source=source, network=_simulator(args, rng))
-    backward = Endpoint(receiver, receiver_sock, sinks=sinks, network=_simulator(args, rng))
+    probe = LatencyProbe(args.payload_type) if args.measure_latency else None
+    forward = Endpoint(sender, sender_sock, source=io.source, mic=io.mic, network=_simulator(args, rng), probe=probe)
+    backward = Endpoint(
+        receiver, receiver_sock, sinks=io.sinks, speaker=io.speaker, network=_simulator(args, rng), probe=probe
+    )
     status = StatusLine(args.quiet)
     _info(
-        f"loopback: {source.description} -> opus {args.bitrate // 1000} kbit/s -> "
-        f"network {args.network.describe()} -> jitter buffer -> {', '.join(s.description for s in sinks)}",
+        f"loopback: {io.input_description} -> opus {args.bitrate // 1000} kbit/s -> "
+        f"network {args.network.describe()} -> jitter buffer -> {io.output_description}",
         args.quiet,
     )
 
     def on_tick(now: float) -> None:
-        status.show(now, "loopback  " + _status_fields(_merged(sender, receiver, now)))
+        status.show(now, f"loopback  {_level(io)}" + _status_fields(_merged(sender, receiver, now)))
 
     loop = MediaLoop([forward, backward], sender.frame_samples, on_tick=on_tick)
-    deadline = loop.start + args.duration if args.duration else None
 
     def should_stop(now: float) -> bool:
-        if deadline is not None:
+        if args.duration is not None:
             if forward.source_done:  # a file that ends early is followed by silence (DESIGN.md 1)
                 forward.source, forward.source_done = SilenceSource(), False
-            return bool(now >= deadline)
+            return _past(loop, args, now)
         if forward.source_done:
             sender.hang_up(now)
-        return bool(receiver.receive_finished)
+        return receiver.receive_finished
 
     try:
         loop.run(should_stop)
     except KeyboardInterrupt:
         pass
     finally:
-        for sink in sinks:
-            sink.close()
-        source.close()
         sender_sock.close()
         receiver_sock.close()
     status.clear()
-    stats = _merged(sender, receiver, time.monotonic())
+    stats = io.device_counters(_merged(sender, receiver, time.monotonic()))
     _summary("loopback", stats, args)
-    if not args.quiet:
+    if probe is not None:
+        assert io.mic is not None and io.speaker is not None
+        print(_latency_report(probe, io.mic, io.speaker, sender, stats).describe())
+    elif not args.quiet and io.mic is None and io.speaker is None:
         _print_latency(stats, sender, args.network)
     return 0
+
+
+def _latency_report(
+    probe: LatencyProbe, mic: Microphone, speaker: Speaker, sender: Session, stats: StreamStats
+) -> LatencyReport:
+    echoes = find_echoes(probe.captured_blocks)
+    if not echoes:
+        raise VoipError(
+            f"heard none of the {probe.train.clicks} clicks back: the microphone must hear the speaker "
+            "(hold them together, or use a device that loops back)"
+        )
+    frame_s = sender.frame_samples / SAMPLE_RATE
+    return LatencyReport(
+        whole_ms=median_ms([e.delay_s for e in echoes]),
+        device_input_ms=mean_ms(mic.input_delays) - frame_s * 1000.0,
+        frame_ms=frame_s * 1000.0,
+        lookahead_ms=sender.codec_delay_samples * 1000.0 / SAMPLE_RATE,
+        network_ms=mean_ms(probe.network_delays),
+        jitter_buffer_ms=stats.buffer_delay_ms,
+        device_output_ms=mean_ms(speaker.output_delays),
+        clicks=len(echoes),
+    )
+
+
+def _past(loop: MediaLoop, args: argparse.Namespace, now: float) -> bool:
+    return args.duration is not None and now >= loop.start + args.duration
 
 
 def _merged(sender: Session, receiver: Session, now: float) -> StreamStats:
@@ -392,6 +536,15 @@ class StatusLine:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
             self._shown = False
+
+
+def _level(io: AudioIO) -> str:
+    """A microphone level meter: ten steps from -60 to 0 dBFS."""
+    if io.mic is None:
+        return ""
+    db = max(-60.0, io.mic.level_dbfs)
+    bars = int((db + 60) / 6)
+    return f"mic [{'#' * bars}{'.' * (10 - bars)}] {db:4.0f} dB  "
 
 
 def _status_fields(s: StreamStats) -> str:

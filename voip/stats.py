@@ -158,3 +158,5 @@ class StreamStats:
     accelerated_ms: float = 0.0
     expanded_ms: float = 0.0
     bitrate_kbps: float = 0.0
+    input_overflows: int = 0  # audio device counters (PortAudio status flags and our queues)
+    output_underflows: int = 0

@@ -21,10 +21,6 @@ from voip.errors import VoipError
 
 SINK_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 READ_BLOCK = 4096
-DEVICE_HINT = (
-    "audio devices are not supported yet (see the live audio issue); "
-    "use a file, tone:HZ or silence for --in, and a .wav/.flac/.ogg file or null for --out"
-)
 
 
 def bundled_speech() -> Path:
@@ -148,7 +144,9 @@ class NullSink:
 
 
 def open_source(spec: str) -> Source:
-    """`--in`: a file path, tone:HZ or silence (mic comes with live audio support)."""
+    """`--in` other than a microphone: a file path, speech (the bundled sample), tone:HZ or silence."""
+    if spec == "speech":
+        return FileSource(bundled_speech())
     if spec == "silence":
         return SilenceSource()
     if spec.startswith("tone:"):
@@ -156,17 +154,13 @@ def open_source(spec: str) -> Source:
             return ToneSource(float(spec[5:]))
         except ValueError:
             raise VoipError(f"bad tone {spec!r}: expected tone:HZ, e.g. tone:440") from None
-    if spec == "mic" or spec.startswith("mic:"):
-        raise VoipError(DEVICE_HINT)
     return FileSource(spec)
 
 
 def open_sink(spec: str) -> Sink:
-    """`--out`: a .wav/.flac/.ogg path or null (speaker comes with live audio support)."""
+    """`--out` other than a speaker: a .wav/.flac/.ogg path or null."""
     if spec == "null":
         return NullSink()
-    if spec == "speaker" or spec.startswith("speaker:"):
-        raise VoipError(DEVICE_HINT)
     return FileSink(spec)
 
 

@@ -1,0 +1,321 @@
+"""Microphones and speakers through sounddevice (PortAudio).
+
+PortAudio calls our callbacks on a real-time thread, so they only check the status
+flags, copy, and do one non-blocking queue operation. The queue is a Unix datagram
+socket pair: a datagram is one audio block, the kernel does the locking, and the
+media loop waits on audio and network packets in the same `select`.
+
+* Microphone: the callback sends [ADC time, samples] per block; the loop reads
+  them as they come, so captured audio is encoded without waiting for a tick.
+* Speaker: the loop keeps one block queued; the callback takes it and sends back
+  a request carrying the DAC time of the block it took, and the loop answers with
+  the next one. Playout is therefore paced by the device clock, not by ours.
+
+sounddevice is imported on first use: without PortAudio, file-only commands work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+import soxr
+
+from voip import SAMPLE_RATE
+from voip.codec import Pcm
+from voip.errors import VoipError
+
+Kind = Literal["input", "output"]
+PORTAUDIO_HINT = "audio devices need the PortAudio library: install it with `apt-get install libportaudio2`"
+STALL_S = 2.0  # a device that delivers nothing for this long has gone away
+SOCKET_BUFFER = 1 << 20
+STAMP = np.dtype(np.float64)
+
+
+def sounddevice() -> ModuleType:
+    """The sounddevice module, or one clear VoipError when PortAudio is missing."""
+    try:
+        import sounddevice as sd
+    except OSError:  # sounddevice could not load libportaudio
+        raise VoipError(PORTAUDIO_HINT) from None
+    module: ModuleType = sd
+    return module
+
+
+@dataclass(frozen=True)
+class Device:
+    index: int
+    name: str
+    host_api: str
+    input_channels: int
+    output_channels: int
+    default_rate: float
+    default_input: bool
+    default_output: bool
+
+    def channels(self, kind: Kind) -> int:
+        return self.input_channels if kind == "input" else self.output_channels
+
+    @property
+    def label(self) -> str:
+        return f"{self.index} {self.name!r}"
+
+
+def list_devices() -> list[Device]:
+    sd = sounddevice()
+    apis = [api["name"] for api in sd.query_hostapis()]
+    default_in, default_out = sd.default.device
+    return [
+        Device(
+            index=info["index"],
+            name=info["name"],
+            host_api=apis[info["hostapi"]],
+            input_channels=info["max_input_channels"],
+            output_channels=info["max_output_channels"],
+            default_rate=float(info["default_samplerate"]),
+            default_input=info["index"] == default_in,
+            default_output=info["index"] == default_out,
+        )
+        for info in sd.query_devices()
+    ]
+
+
+def find_device(name: str, kind: Kind, devices: list[Device] | None = None) -> Device:
+    """`name` is an index, a (part of a) device name, or "" for the default device."""
+    devices = list_devices() if devices is None else devices
+    usable = [d for d in devices if d.channels(kind) > 0]
+    what = "microphone (input)" if kind == "input" else "speaker (output)"
+    if not usable:
+        raise VoipError(
+            f"no audio {what} device found: is a sound server running? "
+            "(on a machine without sound hardware, scripts/virtual-audio provides one)"
+        )
+    if not name:
+        default = [d for d in usable if (d.default_input if kind == "input" else d.default_output)]
+        return (default or usable)[0]
+    if name.isdigit():
+        for d in usable:
+            if d.index == int(name):
+                return d
+        raise VoipError(f"no {what} device has index {name}; `voip devices` lists them")
+    exact = [d for d in usable if d.name.lower() == name.lower()]
+    matches = exact or [d for d in usable if name.lower() in d.name.lower()]
+    if not matches:
+        raise VoipError(f"no {what} device matches {name!r}; `voip devices` lists them")
+    if len(matches) > 1:
+        listed = ", ".join(d.label for d in matches)
+        raise VoipError(f"{name!r} matches several {what} devices ({listed}); give the index or a longer name")
+    return matches[0]
+
+
+def _stream_rate(sd: ModuleType, device: Device, kind: Kind) -> int:
+    """48 kHz when the device can; else its own default rate (we resample)."""
+    check = sd.check_input_settings if kind == "input" else sd.check_output_settings
+    for rate in dict.fromkeys((SAMPLE_RATE, int(device.default_rate))):
+        try:
+            check(device=device.index, channels=1, dtype="float32", samplerate=rate)
+            return rate
+        except Exception:  # PortAudioError or ValueError: this rate will not do
+            continue
+    raise VoipError(
+        f"audio device {device.label} supports neither {SAMPLE_RATE} Hz nor its default "
+        f"{device.default_rate:g} Hz in mono float32"
+    )
+
+
+def _socket_pair() -> tuple[socket.socket, socket.socket]:
+    loop_end, device_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for end in (loop_end, device_end):
+        end.setblocking(False)
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    return loop_end, device_end
+
+
+class _DeviceStream:
+    """What microphone and speaker share: the stream, the socket pair, the watchdog, the clock."""
+
+    def __init__(self, device: Device, kind: Kind, frame_samples: int) -> None:
+        self.device = device
+        self.description = ("mic:" if kind == "input" else "speaker:") + device.name
+        self._sd = sounddevice()
+        self.rate = _stream_rate(self._sd, device, kind)
+        self.block = round(frame_samples * self.rate / SAMPLE_RATE)
+        self._loop_end, self._device_end = _socket_pair()
+        self._stamp = np.zeros(1, dtype=STAMP)  # written by the callback, sent without allocating
+        self._last_activity: float | None = None
+        self.pa_offset = 0.0  # PortAudio's clock minus time.monotonic
+        stream_class = self._sd.InputStream if kind == "input" else self._sd.OutputStream
+        try:
+            self.stream = stream_class(
+                device=device.index,
+                samplerate=self.rate,
+                blocksize=self.block,
+                channels=1,
+                dtype="float32",
+                latency="low",
+                callback=self._callback,
+            )
+        except Exception as exc:  # sounddevice.PortAudioError, or ValueError for bad settings
+            self._close_sockets()
+            raise VoipError(f"cannot open audio device {device.label}: {exc}") from None
+
+    def _callback(self, data: Any, frames: int, time_info: Any, status: Any) -> None:
+        raise NotImplementedError
+
+    def start(self, now: float) -> None:
+        try:
+            self.stream.start()
+        except Exception as exc:
+            raise VoipError(f"cannot start audio device {self.device.label}: {exc}") from None
+        self._last_activity = now
+        self.pa_offset = _clock_offset(self.stream)
+
+    def fileno(self) -> int:
+        return self._loop_end.fileno()
+
+    def check(self, now: float) -> None:
+        """Raise when the device stopped: the stream died, or nothing came for STALL_S."""
+        if self._last_activity is None:
+            return
+        if not self.stream.active or now - self._last_activity > STALL_S:
+            raise VoipError(f"audio device {self.device.label} stopped (unplugged, or the sound server went away)")
+
+    def close(self) -> None:
+        try:
+            self.stream.abort()
+            self.stream.close()
+        except Exception:  # closing a device that already vanished: nothing left to do
+            pass
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        self._loop_end.close()
+        self._device_end.close()
+
+
+class Microphone(_DeviceStream):
+    """A capture device as a clocked source: `fileno()` is readable when blocks arrived."""
+
+    def __init__(self, device: Device, frame_samples: int) -> None:
+        super().__init__(device, "input", frame_samples)
+        self.input_overflows = 0
+        self.level_dbfs = -math.inf  # of the last block: for the level meter
+        self.input_delays: list[float] = []  # from the ADC to the loop, per block (includes the block)
+        self._datagram = bytearray(STAMP.itemsize + 4 * self.block)
+        self._resampler = (
+            soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32") if self.rate != SAMPLE_RATE else None
+        )
+
+    def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        if status.input_overflow:
+            self.input_overflows += 1
+        self._stamp[0] = time_info.inputBufferAdcTime
+        try:
+            self._device_end.sendmsg((self._stamp.data, indata))
+        except OSError:  # the loop fell a socket buffer behind: this block is lost
+            self.input_overflows += 1
+
+    def read_blocks(self, now: float) -> list[tuple[float, Pcm]]:
+        """Audio captured since the last call, a block at a time: (ADC time of its first sample, 48 kHz PCM)."""
+        blocks: list[tuple[float, Pcm]] = []
+        while True:
+            try:
+                size = self._loop_end.recv_into(self._datagram)
+            except (BlockingIOError, InterruptedError):
+                break
+            adc = float(np.frombuffer(self._datagram, STAMP, 1)[0]) - self.pa_offset
+            pcm = np.frombuffer(self._datagram, np.float32, (size - STAMP.itemsize) // 4, STAMP.itemsize).copy()
+            self.input_delays.append(now - adc)
+            blocks.append((adc, pcm if self._resampler is None else self._resampler.resample_chunk(pcm)))
+        if blocks:
+            self._last_activity = now
+            last = blocks[-1][1]
+            power = float(np.dot(last, last)) / max(1, len(last))
+            self.level_dbfs = 10 * math.log10(power) if power > 0 else -math.inf
+        return blocks
+
+
+class Speaker(_DeviceStream):
+    """A playback device as a clocked sink: `fileno()` is readable when it wants audio."""
+
+    QUEUE_BLOCKS = 1  # blocks kept ahead of the device: the least that lets us answer its request
+
+    def __init__(self, device: Device, frame_samples: int) -> None:
+        super().__init__(device, "output", frame_samples)
+        self.output_underflows = 0
+        self.output_delays: list[float] = []  # from leaving the loop to the DAC, per played block
+        self._sent_at: deque[float] = deque()  # when each queued block left the loop
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._request = np.zeros(1, dtype=STAMP)
+        self._resampler = (
+            soxr.ResampleStream(SAMPLE_RATE, self.rate, 1, dtype="float32") if self.rate != SAMPLE_RATE else None
+        )
+
+    def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        if status.output_underflow:
+            self.output_underflows += 1
+        try:
+            self._device_end.recv_into(outdata)
+            self._stamp[0] = time_info.outputBufferDacTime
+        except OSError:  # nothing queued: the loop is late; play silence
+            outdata.fill(0)
+            self.output_underflows += 1
+            self._stamp[0] = math.nan
+        with contextlib.suppress(OSError):  # only when the loop stopped reading; the watchdog reports that
+            self._device_end.send(self._stamp.data)
+
+    def start(self, now: float) -> None:
+        for _ in range(self.QUEUE_BLOCKS):
+            self._send_block(np.zeros(self.block, dtype=np.float32), now)
+        super().start(now)
+
+    @property
+    def wants_audio(self) -> bool:
+        return len(self._sent_at) < self.QUEUE_BLOCKS
+
+    def take_requests(self, now: float) -> None:
+        """Read the device's requests: each one means a queued block went to the DAC."""
+        while True:
+            try:
+                self._loop_end.recv_into(self._request.data)
+            except (BlockingIOError, InterruptedError):
+                break
+            self._last_activity = now
+            dac = float(self._request[0])
+            if not math.isnan(dac) and self._sent_at:  # NaN: an underflow took nothing
+                self.output_delays.append(dac - self.pa_offset - self._sent_at.popleft())
+
+    def write(self, pcm: Pcm, now: float) -> None:
+        if self._resampler is not None:
+            pcm = self._resampler.resample_chunk(pcm)
+        self._pending = np.concatenate((self._pending, pcm)) if len(self._pending) else pcm
+        while len(self._pending) >= self.block:
+            block, self._pending = self._pending[: self.block], self._pending[self.block :]
+            self._send_block(block, now)
+
+    def _send_block(self, block: Pcm, now: float) -> None:
+        try:
+            self._loop_end.send(np.ascontiguousarray(block, dtype=np.float32).data)
+        except OSError:  # the device stopped taking blocks; the watchdog reports it
+            return
+        self._sent_at.append(now)
+
+
+def _clock_offset(stream: Any) -> float:
+    """PortAudio's stream time minus time.monotonic(), read side by side."""
+    best, offset = math.inf, 0.0
+    for _ in range(5):
+        before = time.monotonic()
+        pa_time = float(stream.time)
+        after = time.monotonic()
+        if after - before < best:
+            best, offset = after - before, pa_time - (before + after) / 2
+    return offset

@@ -1,0 +1,203 @@
+"""The real-time media loop: one thread drives sessions, sockets, files and devices.
+
+Two clocks pace the audio. Files, tones and file sinks are paced by our clock: every
+frame tick the loop reads a frame from the source and pulls one for the sinks.
+Devices bring their own clock: a microphone's blocks are encoded the moment they
+arrive, and a speaker's requests pull audio from the jitter buffer (and then the
+file sinks of that endpoint follow the speaker). Between events the loop waits in
+`select` on sockets and devices, with a timeout equal to the next deadline (tick,
+RTCP, simulated network delivery).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from voip import SAMPLE_RATE
+from voip.codec import Pcm
+from voip.io.audio import Microphone, Speaker
+from voip.io.files import Sink, Source
+from voip.netsim import NetworkSimulator
+from voip.session import Address, Session
+
+MAX_DATAGRAM = 65535
+MAX_RECEIVE_BATCH = 64  # datagrams read per wake-up, so a flood cannot starve the clock
+
+
+class Probe(Protocol):
+    def captured(self, adc: float, pcm: Pcm) -> None:
+        """A microphone block and the ADC time of its first sample."""
+
+    def playing(self, pcm: Pcm) -> Pcm:
+        """Audio on its way to the speaker; returns what to play instead."""
+        ...
+
+    def sent(self, data: bytes, now: float) -> None: ...
+
+    def received(self, data: bytes, now: float) -> None: ...
+
+
+@dataclass
+class Endpoint:
+    """A session with its socket, what it sends and where its received audio goes."""
+
+    session: Session
+    sock: socket.socket
+    source: Source | None = None
+    sinks: list[Sink] = field(default_factory=list)
+    mic: Microphone | None = None  # instead of `source`
+    speaker: Speaker | None = None  # with or without `sinks`; it then paces them
+    network: NetworkSimulator[tuple[bytes, Address]] | None = None  # impairs what this endpoint sends
+    probe: Probe | None = None  # watches (and may change) what passes, for measurements
+    source_done: bool = False
+    send_errors: int = 0
+
+    def transmit(self, now: float) -> None:
+        for data, addr in self.session.datagrams_to_send(now):
+            if self.probe is not None:
+                self.probe.sent(data, now)
+            if self.network is not None:
+                self.network.send((data, addr), now)
+            else:
+                self._sendto(data, addr)
+        if self.network is not None:
+            for data, addr in self.network.deliver(now):
+                self._sendto(data, addr)
+
+    def _sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError:
+            self.send_errors += 1  # e.g. ICMP unreachable reported on a later send: keep going
+
+    def flush_network(self) -> None:
+        """On exit, deliver what the simulated network still holds (the BYE among it)."""
+        if self.network is not None:
+            for data, addr in self.network.deliver(float("inf")):
+                self._sendto(data, addr)
+
+    def next_deadline(self) -> float | None:
+        times = [self.session.next_deadline()]
+        if self.network is not None:
+            times.append(self.network.next_delivery())
+        return min((t for t in times if t is not None), default=None)
+
+    def close_devices(self) -> None:
+        for device in (self.mic, self.speaker):
+            if device is not None:
+                device.close()
+
+
+class MediaLoop:
+    """Runs endpoints in real time until `should_stop(now)` says so (or Ctrl-C)."""
+
+    def __init__(
+        self,
+        endpoints: list[Endpoint],
+        frame_samples: int,
+        clock: Callable[[], float] = time.monotonic,
+        on_tick: Callable[[float], None] | None = None,
+    ) -> None:
+        self.endpoints = endpoints
+        self.frame_s = frame_samples / SAMPLE_RATE
+        self.frame_samples = frame_samples
+        self.clock = clock
+        self.on_tick = on_tick
+        self.start = clock()
+
+    def run(self, should_stop: Callable[[float], bool]) -> None:
+        for ep in self.endpoints:
+            for device in (ep.speaker, ep.mic):
+                if device is not None:
+                    device.start(self.clock())
+        next_tick = self.start = self.clock()
+        waitables: list[socket.socket | Microphone | Speaker] = [ep.sock for ep in self.endpoints]
+        waitables += [d for ep in self.endpoints for d in (ep.mic, ep.speaker) if d is not None]
+        while True:
+            now = self.clock()
+            while now >= next_tick:
+                self._tick(next_tick)
+                next_tick += self.frame_s
+            for ep in self.endpoints:
+                ep.session.handle_deadline(now)
+                ep.transmit(now)
+            if should_stop(now):
+                for ep in self.endpoints:
+                    ep.transmit(now)
+                    ep.flush_network()
+                return
+            deadline = min([next_tick] + [t for ep in self.endpoints if (t := ep.next_deadline()) is not None])
+            readable, _, _ = select.select(waitables, [], [], max(0.0, deadline - self.clock()))
+            if readable:
+                self._on_readable(readable)
+
+    def _on_readable(self, readable: list[socket.socket | Microphone | Speaker]) -> None:
+        now = self.clock()
+        captured = False
+        for ep in self.endpoints:  # captured audio first: encoded and sent at once
+            if ep.mic is not None and ep.mic in readable:
+                for adc, pcm in ep.mic.read_blocks(now):
+                    if ep.probe is not None:
+                        ep.probe.captured(adc, pcm)
+                    ep.session.send_audio(pcm, now)
+                ep.transmit(now)
+                captured = True
+        for ep in self.endpoints:  # then the network; after a capture a loopback packet may be waiting
+            if captured or ep.sock in readable:
+                self._drain(ep)
+        for ep in self.endpoints:  # then playout, with the freshest packets in the jitter buffers
+            if ep.speaker is not None and ep.speaker in readable:
+                self._feed_speaker(ep, ep.speaker, self.clock())
+
+    def _tick(self, now: float) -> None:
+        for ep in self.endpoints:
+            if ep.source is not None and not ep.source_done:
+                pcm = ep.source.read(self.frame_samples)
+                ep.session.send_audio(pcm, now)
+                if len(pcm) < self.frame_samples:
+                    ep.source_done = True
+                    ep.session.flush_audio(now)
+            if ep.sinks and ep.speaker is None and not ep.session.receive_finished:
+                pcm = ep.session.pull_audio(self.frame_samples, now)
+                self._write_sinks(ep, pcm)
+            for device in (ep.mic, ep.speaker):
+                if device is not None:
+                    device.check(now)
+        if self.on_tick is not None:
+            self.on_tick(now)
+
+    def _feed_speaker(self, ep: Endpoint, speaker: Speaker, now: float) -> None:
+        speaker.take_requests(now)
+        while speaker.wants_audio:
+            if ep.session.receive_finished:
+                pcm = np.zeros(self.frame_samples, dtype=np.float32)
+            else:
+                pcm = ep.session.pull_audio(self.frame_samples, now)
+                self._write_sinks(ep, pcm)
+            speaker.write(pcm if ep.probe is None else ep.probe.playing(pcm), now)
+
+    @staticmethod
+    def _write_sinks(ep: Endpoint, pcm: Pcm) -> None:
+        if ep.session.jitter.started:  # file sinks start with the stream, not with the program
+            for sink in ep.sinks:
+                sink.write(pcm)
+
+    def _drain(self, ep: Endpoint) -> None:
+        for _ in range(MAX_RECEIVE_BATCH):
+            try:
+                data, addr = ep.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # ICMP errors surface here on some systems; the next read may succeed
+            now = self.clock()
+            if ep.probe is not None:
+                ep.probe.received(data, now)
+            ep.session.receive_datagram(data, addr, now)
