@@ -81,9 +81,7 @@ def test_loopback_fec_beats_no_fec_under_loss(tmp_path, speech):
 
 def test_loopback_reports_latency_and_writes_all_stats_keys(tmp_path):
     stats = tmp_path / "s.json"
-    result = run_voip(
-        "loopback", "--in", "tone:440", "--out", "null", "--duration", "1.5", "--stats-json", str(stats)
-    )
+    result = run_voip("loopback", "--in", "tone:440", "--out", "null", "--duration", "1.5", "--stats-json", str(stats))
     assert result.returncode == 0, result.stderr
     assert "latency (estimated" in result.stdout
     values = json.loads(stats.read_text())

@@ -10,13 +10,22 @@ Design (DESIGN.md section 4, after WebRTC's NetEq):
 * Concealment played while the buffer was empty covers the timestamps it stood in
   for: when packets return after a loss burst the playout point jumps over them, so
   delay does not ratchet up by the length of every burst.
-* The target level is the 95th percentile of relative arrival delay (arrival time
-  minus RTP time, against the fastest packet of the last 2 s; 20 ms histogram
-  buckets, forget factor 0.983, starting at 40 ms) plus two packets: the one playing
-  and the one whose FEC may stand in for it. The buffer moves toward the target a
-  packet at a time, by dropping a decoded low-energy packet (accelerate) or inserting
-  a concealment packet after a low-energy one (expand). Time-stretching voiced
-  speech is the next step (issue: NetEq-class jitter buffer).
+* The control looks at punctuality, measured at the moments the output pulls: a
+  packet's slack is the time from its arrival to the pull that first needs it.
+  Device clocks pull (and capture) in irregular steps, so what matters is the
+  least slack of the last second, together with the largest relative arrival
+  delay (arrival minus RTP time, against the fastest packet of the last 2 s).
+* Target: the least punctual packet should arrive `margin_ms` before it is needed,
+  even if it were as late as the 95th percentile of relative delay (a forgetting
+  histogram of 20 ms buckets, forget factor 0.983, as NetEq): the long memory for
+  jitter that the last second did not show. For a while after a loss, one packet
+  more, so the packet whose in-band FEC rebuilds a lost one is already here.
+* The buffer steps toward the target by whole pulls: a shift of less than a pull
+  can still move a packet's need by a whole pull, so whole steps keep the slack
+  arithmetic exact. It shortens a decoded low-energy packet (accelerate) once a
+  whole second shows a pull to spare, and plays a pull of concealment after a
+  low-energy packet (expand) as soon as it is short. Time-stretching voiced speech
+  is the next step (issue: NetEq-class jitter buffer).
 """
 
 from __future__ import annotations
@@ -34,6 +43,10 @@ from voip.codec import Decoder, Pcm
 from voip.seqnum import Unwrapper
 
 LOW_ENERGY_RMS = 10 ** (-45 / 20)  # a pause in speech; dropping or repeating it is inaudible
+# Shorten only well inside a pause: a cut between words is inaudible but moves the rest
+# of the phrase (PESQ-WB fell from 3.56 to 3.22 for one 20 ms cut in a short gap).
+PAUSE_SAMPLES = SAMPLE_RATE // 10
+STEP_SAMPLES = SAMPLE_RATE // 400  # Opus conceals in multiples of 2.5 ms
 INTERRUPTION_MS = 150.0  # W3C: concealment runs this long count as an interruption
 DELAY_HISTOGRAM_MS = 2000  # buffer-delay statistics: 1 ms bins up to here
 
@@ -49,15 +62,19 @@ class JitterConfig:
     min_delay_ms: float = 0.0
     max_delay_ms: float = 500.0
     # NetEq starts at 80 ms. Here the histogram's quantile rises within ~3 jittery packets but
-    # decays over ~3.5 s, so a high start only buys one accelerated (dropped) packet on every
-    # clean stream: measured PESQ-WB 3.56 -> 3.22 on the bundled speech. Start at two packets.
-    initial_delay_ms: float = 40.0
+    # decays over ~3.5 s, so a high start only costs delay (and, on a clean stream, one cut in
+    # the first pause). One bucket covers the first packets of a device that delivers in bursts
+    # (20 ms blocks on a 21.3 ms cycle), where a start at zero ran dry at once.
+    initial_delay_ms: float = 20.0
     quantile: float = 0.95
     forget_factor: float = 0.983
     bucket_ms: float = 20.0
     reference_window_s: float = 2.0
     max_packets: int = 500
     resync_after_s: float = 3.0
+    delay_window_s: float = 1.0  # the least punctual packet of this long steers the buffer
+    margin_ms: float = 5.0  # how early the least punctual packet should arrive before it is needed
+    loss_memory_s: float = 10.0  # how long after a loss or underrun the target keeps a packet more
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_delay_ms <= self.max_delay_ms:
@@ -88,6 +105,7 @@ class _Buffered:
     payload: bytes
     samples: int
     arrival: float
+    relative_delay: float  # seconds behind the fastest packet of the reference window
 
 
 class DelayEstimator:
@@ -96,9 +114,7 @@ class DelayEstimator:
     def __init__(self, config: JitterConfig) -> None:
         self._config = config
         buckets = math.ceil(config.max_delay_ms / config.bucket_ms) + 1
-        # The target adds two packets to the quantile; start where 20 ms packets give the initial delay.
-        start_ms = max(0.0, config.initial_delay_ms - 40.0)
-        start = min(buckets - 1, int(start_ms / config.bucket_ms))
+        start = min(buckets - 1, int(config.initial_delay_ms / config.bucket_ms))
         self._histogram = [0.0] * buckets
         self._histogram[start] = 1.0
         self._total = 1.0
@@ -111,9 +127,11 @@ class DelayEstimator:
 
     @property
     def quantile_delay_ms(self) -> float:
+        """Lower edge of the bucket holding the quantile."""
         return self._index * self._config.bucket_ms
 
-    def on_arrival(self, timestamp: int, now: float) -> None:
+    def on_arrival(self, timestamp: int, now: float) -> float:
+        """Count one arrival; returns its relative delay in seconds."""
         transit = now - timestamp / SAMPLE_RATE
         window = self._window
         while window and window[0][0] < now - self._config.reference_window_s:
@@ -145,9 +163,53 @@ class DelayEstimator:
         while self._index < len(histogram) - 1 and self._below + histogram[self._index] < threshold:
             self._below += histogram[self._index]
             self._index += 1
+        return relative_ms / 1000.0
 
     def reset_reference(self) -> None:
         self._window.clear()
+
+
+class PunctualityWindow:
+    """Over the last second: the least slack (arrival to need) and the largest relative delay.
+
+    Two monotonic deques, so both extremes cost O(1) per packet.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._slack: deque[tuple[float, float]] = deque()  # rising: front is the least
+        self._delay: deque[tuple[float, float]] = deque()  # falling: front is the largest
+        self._since: float | None = None
+
+    def add(self, now: float, slack: float, relative_delay: float) -> None:
+        for window in (self._slack, self._delay):
+            while window and window[0][0] < now - self._seconds:
+                window.popleft()
+        while self._slack and self._slack[-1][1] >= slack:
+            self._slack.pop()
+        self._slack.append((now, slack))
+        while self._delay and self._delay[-1][1] <= relative_delay:
+            self._delay.pop()
+        self._delay.append((now, relative_delay))
+        if self._since is None:
+            self._since = now
+
+    @property
+    def least_slack(self) -> float:
+        return self._slack[0][1] if self._slack else 0.0
+
+    @property
+    def largest_delay(self) -> float:
+        return self._delay[0][1] if self._delay else 0.0
+
+    def full(self, now: float) -> bool:
+        return self._since is not None and now - self._since >= self._seconds
+
+    def restart(self) -> None:
+        """After a step every later packet is needed a step sooner or later: old slack no longer applies."""
+        self._slack.clear()
+        self._delay.clear()
+        self._since = None
 
 
 class JitterBuffer:
@@ -163,10 +225,13 @@ class JitterBuffer:
         self._played: deque[int] = deque(maxlen=64)  # to tell duplicates from late packets
         self._fifo = np.zeros(0, dtype=np.float32)
         self._last_samples = 960
-        self._last_rms = 0.0
-        self._levels: deque[int] = deque(maxlen=25)
+        self._quiet_samples = 0  # decoded low-energy audio in a row: how deep into a pause we are
         self._ended = False
         self._first_arrival: float | None = None
+        self._last_loss: float | None = None  # the last loss or underrun
+        self._window = PunctualityWindow(self.config.delay_window_s)
+        self._pull_samples = 960
+        self.playout_delay = 0.0  # seconds from the fastest path's arrival to need, of the last packet
         # statistics
         self.packets_late = 0
         self.packets_duplicate = 0
@@ -199,11 +264,11 @@ class JitterBuffer:
             return PushResult.DUPLICATE
         if len(self._keys) >= self.config.max_packets:
             self._drop_oldest()
-        self._packets[ts] = _Buffered(payload, samples, now)
+        relative_delay = self._estimator.on_arrival(ts, now)
+        self._packets[ts] = _Buffered(payload, samples, now, relative_delay)
         bisect.insort(self._keys, ts)
         if self._first_arrival is None:
             self._first_arrival = now
-        self._estimator.on_arrival(ts, now)
         return PushResult.ACCEPTED
 
     def end_of_stream(self) -> None:
@@ -222,6 +287,7 @@ class JitterBuffer:
         self._concealed_ahead = 0
         self._first_arrival = None
         self._estimator.reset_reference()
+        self._window.restart()
 
     def _drop_oldest(self) -> None:
         ts = self._keys.pop(0)
@@ -232,8 +298,7 @@ class JitterBuffer:
 
     def pull(self, samples: int, now: float) -> Pcm:
         """Exactly `samples` of audio for the output clock; silence before start and after end."""
-        if self._playout_ts is not None:
-            self._levels.append(self.level_samples)
+        self._pull_samples = samples
         while len(self._fifo) < samples:
             chunk = self._next_chunk(now)
             if chunk is None:
@@ -245,22 +310,24 @@ class JitterBuffer:
             out = np.concatenate((out, np.zeros(samples - len(out), dtype=np.float32)))
         return out
 
-    @property
-    def level_samples(self) -> int:
-        """Audio buffered ahead of the output: what is queued, minus what concealment already covered."""
-        level = len(self._fifo)
-        if self._keys and self._playout_ts is not None:
-            newest = self._keys[-1]
-            ahead = newest + self._packets[newest].samples - self._playout_ts
-            level += max(0, ahead - self._concealed_ahead)
-        return level
+    def target_delay(self, now: float) -> float:
+        """Seconds from a fastest-path arrival to need that the buffer steers toward.
 
-    @property
-    def target_samples(self) -> int:
-        packet = self._last_samples
-        target_ms = self._estimator.quantile_delay_ms + 2 * packet * 1000 / SAMPLE_RATE
-        target_ms = min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms))
-        return int(target_ms * SAMPLE_RATE / 1000)
+        The margin, over the larger of the 95th-percentile relative delay (long memory) and
+        the largest relative delay of the last window (the pattern playing now). For a while
+        after a loss or an underrun, one packet more: the packet whose FEC rebuilds a lost
+        one is then here in time, and a stream that ran dry gets room.
+        """
+        margin = self.config.margin_ms / 1000.0
+        if self._last_loss is not None and now - self._last_loss < self.config.loss_memory_s:
+            margin += self._last_samples / SAMPLE_RATE
+        worst = max(self._estimator.quantile_delay_ms / 1000.0, self._window.largest_delay)
+        target_ms = (margin + worst) * 1000.0
+        return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms)) / 1000.0
+
+    def _excess(self, now: float) -> float:
+        """How much sooner every packet could be needed, the least punctual one keeping its margin."""
+        return self._window.least_slack - (self.target_delay(now) - self._window.largest_delay)
 
     @property
     def started(self) -> bool:
@@ -274,9 +341,10 @@ class JitterBuffer:
         if packet is not None:
             return self._play_packet(packet, now)
         if self._keys:
-            return self._fill_gap(self._keys[0])
+            return self._fill_gap(self._keys[0], now)
         if self._ended:
             return None
+        self._last_loss = now  # an underrun: lost, or late beyond the margin
         chunk = self._conceal(self._last_samples)
         self._concealed_ahead += len(chunk)
         return chunk
@@ -286,40 +354,51 @@ class JitterBuffer:
             return False
         first = self._keys[0]
         newest = self._keys[-1]
-        buffered = newest + self._packets[newest].samples - first
-        waited = (now - self._first_arrival) * SAMPLE_RATE
-        if buffered < self.target_samples and waited < self.target_samples and not self._ended:
+        buffered = (newest + self._packets[newest].samples - first) / SAMPLE_RATE
+        waited = now - self._first_arrival
+        target = self.target_delay(now)
+        if buffered <= target and waited < target and not self._ended:
             return False
         self._playout_ts = first
         self._last_samples = self._packets[first].samples
+        self._window.restart()
         return True
 
     def _play_packet(self, packet: _Buffered, now: float) -> Pcm:
         assert self._playout_ts is not None
-        valley = min(self._levels) if self._levels else self.level_samples
-        excess = valley - self.target_samples
+        # The packet is needed now: part of it goes out with this pull.
+        self._window.add(now, now - packet.arrival, packet.relative_delay)
+        self.playout_delay = now - packet.arrival + packet.relative_delay
+        excess = self._excess(now)
+        # Pulls come in whole steps, so a shift of less than a step may still move a packet's
+        # need a whole step: expand and accelerate by whole pulls, which keeps the arithmetic exact.
+        step = math.ceil(self._pull_samples / STEP_SAMPLES) * STEP_SAMPLES
         can_grow = not self._ended  # after BYE no packet will arrive to fill what we insert
-        if excess < -packet.samples and self._last_rms < LOW_ENERGY_RMS and can_grow:
-            self._levels.clear()
-            chunk = self._conceal(packet.samples, counted=False)
+        if excess < 0 and self._quiet_samples and can_grow:
+            self._window.restart()
+            chunk = self._conceal(step, counted=False)
             self._expanded_samples += len(chunk)
             return chunk
-        self._take(self._playout_ts, now)
+        self._take(self._playout_ts, now + len(self._fifo) / SAMPLE_RATE)
         pcm = self._decoder.decode(packet.payload)
         self._run_samples = 0  # a concealment run ends with real audio
         self._concealed_ahead = 0
         self._last_samples = packet.samples
         self._playout_ts += packet.samples
-        rms = _rms(pcm)
-        must_shrink = excess >= max(4 * packet.samples, SAMPLE_RATE // 10)
-        if excess >= 2 * packet.samples and (rms < LOW_ENERGY_RMS or must_shrink):
-            self._levels.clear()
-            self._accelerated_samples += len(pcm)
-            return np.zeros(0, dtype=np.float32)
-        self._last_rms = rms
+        self._quiet_samples = self._quiet_samples + len(pcm) if _rms(pcm) < LOW_ENERGY_RMS else 0
+        # An eighth of a step of hysteresis: device pulls come in irregular steps (e.g. 20 ms
+        # blocks on a 21.3 ms cycle), so a cut can move a need by a little more than the cut.
+        if self._window.full(now) and excess * SAMPLE_RATE >= 1.125 * step:
+            in_pause = self._quiet_samples >= PAUSE_SAMPLES
+            loud_but_late = excess >= max(4 * step / SAMPLE_RATE, 0.1)
+            if in_pause or loud_but_late:
+                cut = min(len(pcm), step)
+                self._window.restart()
+                self._accelerated_samples += cut
+                return pcm[: len(pcm) - cut]
         return pcm
 
-    def _fill_gap(self, next_ts: int) -> Pcm:
+    def _fill_gap(self, next_ts: int, now: float) -> Pcm:
         """The packet at the playout point is missing but a later one is here."""
         assert self._playout_ts is not None
         covered = min(self._concealed_ahead, next_ts - self._playout_ts)
@@ -328,6 +407,7 @@ class JitterBuffer:
         gap = next_ts - self._playout_ts
         if gap == 0:
             return np.zeros(0, dtype=np.float32)
+        self._last_loss = now
         following = self._packets[next_ts]
         fec_covers = following.samples if self._decoder.has_fec(following.payload) else 0
         if gap <= fec_covers:
@@ -339,11 +419,11 @@ class JitterBuffer:
         self._playout_ts += len(pcm)
         return pcm
 
-    def _take(self, ts: int, now: float) -> None:
+    def _take(self, ts: int, played_at: float) -> None:
         packet = self._packets.pop(ts)
         self._keys.pop(0)  # nothing older than the playout point is ever kept
         self._played.append(ts)
-        delay_ms = (now - packet.arrival) * 1000.0
+        delay_ms = (played_at - packet.arrival) * 1000.0
         self._delay_sum += delay_ms
         self._delay_histogram[min(DELAY_HISTOGRAM_MS, max(0, int(delay_ms)))] += 1
 
@@ -362,7 +442,7 @@ class JitterBuffer:
 
     # ---- statistics ----------------------------------------------------------------------
 
-    def stats(self) -> JitterStats:
+    def stats(self, now: float) -> JitterStats:
         played = sum(self._delay_histogram)
         p95 = 0.0
         if played:
@@ -377,7 +457,7 @@ class JitterBuffer:
             interruptions=self._interruptions,
             buffer_delay_ms=self._delay_sum / played if played else 0.0,
             buffer_delay_p95_ms=p95,
-            buffer_target_ms=_ms(self.target_samples),
+            buffer_target_ms=self.target_delay(now) * 1000.0,
             accelerated_ms=_ms(self._accelerated_samples),
             expanded_ms=_ms(self._expanded_samples),
         )

@@ -299,7 +299,7 @@ class Session:
         return self._events.popleft() if self._events else None
 
     def stats(self, now: float) -> StreamStats:
-        j = self.jitter.stats()
+        j = self.jitter.stats(now)
         r = self._receiver
         return StreamStats(
             packets_sent=self.packets_sent,
