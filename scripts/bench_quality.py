@@ -10,22 +10,18 @@ The loopback chain on a simulated clock (`voip.simulate`), the bundled speech, O
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 from pesq import pesq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from voip import SAMPLE_RATE  # noqa: E402
-from voip.codec import OpusSettings  # noqa: E402
-from voip.io.files import bundled_speech  # noqa: E402
-from voip.netsim import NetworkSpec  # noqa: E402
-from voip.session import SessionConfig  # noqa: E402
-from voip.simulate import simulate  # noqa: E402
+from voip import SAMPLE_RATE
+from voip.codec import OpusSettings
+from voip.io.files import bundled_speech
+from voip.netsim import NetworkSpec
+from voip.session import SessionConfig
+from voip.simulate import simulate
 
 NETWORKS = [
     ("clean", (True,)),
@@ -59,9 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     speech = load_speech()
     print(f"seed {args.seed}, bundled speech {len(speech) / SAMPLE_RATE:.1f} s, Opus 24 kbit/s, 20 ms frames\n")
-    print(
-        "| network | FEC | PESQ-WB | fec_recovered | concealed_ms | accelerated/expanded ms | buffer_delay_ms (mean/p95) |"
-    )
+    print("| network | FEC | PESQ-WB | fec_recovered | concealed_ms | accelerated / expanded ms | buffer_delay_ms |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for spec, fec_settings in NETWORKS:
         for fec in fec_settings:
