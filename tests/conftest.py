@@ -77,6 +77,10 @@ class Processes:
 
     def start(self, args: list[str]) -> subprocess.Popen[str]:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return self.adopt(proc)
+
+    def adopt(self, proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+        """Kill this one too at the end (it must have been started with start_new_session=True)."""
         self._procs.append(proc)
         return proc
 
@@ -92,3 +96,45 @@ def processes() -> Iterator[Processes]:
     procs = Processes()
     yield procs
     procs.cleanup()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def audio_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A sound device for PortAudio: the one scripts/test started, else a private virtual one.
+
+    Never skips: a test that needs a device fails when none can be had (DESIGN.md 6).
+    """
+    if _portaudio_sees_devices(os.environ):
+        yield
+        return
+    state = tmp_path_factory.mktemp("virtual-audio")
+    env = {**os.environ, "VOIP_AUDIO_DIR": str(state)}
+    script = str(ROOT / "scripts" / "virtual-audio")
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=30)
+    if started.returncode != 0:
+        pytest.fail(f"no audio device, and scripts/virtual-audio could not start one: {started.stderr.strip()}")
+    saved = {key: os.environ.get(key) for key in ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")}
+    for line in started.stdout.splitlines():  # export NAME='value'
+        name, _, value = line.removeprefix("export ").partition("=")
+        os.environ[name] = value.strip("'")
+    try:
+        if not _portaudio_sees_devices(os.environ):
+            pytest.fail("scripts/virtual-audio started, but PortAudio sees no device")
+        yield
+    finally:
+        subprocess.run([script, "stop"], env=env, timeout=30)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _portaudio_sees_devices(env: dict[str, str] | os._Environ[str]) -> bool:
+    """Asked in a subprocess: PortAudio reads the device list once per process."""
+    probe = "import sounddevice as sd; d = sd.query_devices(); print(any(x['max_input_channels'] for x in d))"
+    result = subprocess.run([sys.executable, "-c", probe], env=dict(env), capture_output=True, text=True, timeout=30)
+    return result.stdout.strip() == "True"

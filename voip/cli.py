@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import random
 import socket
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 from voip import SAMPLE_RATE, __version__
 from voip.codec import CodecError, OpusSettings
-from voip.errors import VoipError
+from voip.errors import DeviceGone, VoipError
 from voip.io.audio import Microphone, Speaker, find_device, list_devices
 from voip.io.files import SilenceSource, Sink, Source, open_sink, open_source
 from voip.io.loop import Endpoint, MediaLoop
@@ -38,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
+    except DeviceGone as exc:
+        print(f"voip: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # PortAudio's threads for the lost device never return: skip its exit handler
     except (VoipError, CodecError) as exc:
         print(f"voip: {exc}", file=sys.stderr)
         return 1
@@ -296,8 +302,7 @@ def _frame_samples(args: argparse.Namespace) -> int:
 def run_devices(args: argparse.Namespace) -> int:
     devices = list_devices()
     if not devices:
-        print("no audio devices found: is a sound server running? (scripts/virtual-audio provides a virtual one)")
-        return 1
+        raise VoipError("no audio devices found: is a sound server running? (scripts/virtual-audio provides one)")
     print(f"{'':2}{'index':>5}  {'name':32} {'host API':10} {'in':>3} {'out':>3} {'rate':>7}")
     for d in devices:
         mark = "*" if d.default_input or d.default_output else " "

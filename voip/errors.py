@@ -7,3 +7,8 @@ class ParseError(ValueError):
 
 class VoipError(Exception):
     """A user-facing failure (bad file, bad address, port in use): printed as one line, exit 1."""
+
+
+class DeviceGone(VoipError):
+    """An audio device stopped mid-stream. PortAudio's threads for it may never return, so
+    the process must exit without closing the stream (closing would wait for them forever)."""

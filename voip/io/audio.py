@@ -30,11 +30,11 @@ import soxr
 
 from voip import SAMPLE_RATE
 from voip.codec import Pcm
-from voip.errors import VoipError
+from voip.errors import DeviceGone, VoipError
 
 Kind = Literal["input", "output"]
 PORTAUDIO_HINT = "audio devices need the PortAudio library: install it with `apt-get install libportaudio2`"
-STALL_S = 2.0  # a device that delivers nothing for this long has gone away
+STALL_S = 1.0  # a device that delivers nothing for this long has gone away (blocks come every <= 60 ms)
 SOCKET_BUFFER = 1 << 20
 STAMP = np.dtype(np.float64)
 
@@ -91,10 +91,10 @@ def find_device(name: str, kind: Kind, devices: list[Device] | None = None) -> D
     """`name` is an index, a (part of a) device name, or "" for the default device."""
     devices = list_devices() if devices is None else devices
     usable = [d for d in devices if d.channels(kind) > 0]
-    what = "microphone (input)" if kind == "input" else "speaker (output)"
+    what, whats = ("microphone", "microphones") if kind == "input" else ("speaker", "speakers")
     if not usable:
         raise VoipError(
-            f"no audio {what} device found: is a sound server running? "
+            f"no {what} ({kind} device) found: is a sound server running? "
             "(on a machine without sound hardware, scripts/virtual-audio provides one)"
         )
     if not name:
@@ -104,14 +104,14 @@ def find_device(name: str, kind: Kind, devices: list[Device] | None = None) -> D
         for d in usable:
             if d.index == int(name):
                 return d
-        raise VoipError(f"no {what} device has index {name}; `voip devices` lists them")
+        raise VoipError(f"no {what} ({kind} device) has index {name}; `voip devices` lists them")
     exact = [d for d in usable if d.name.lower() == name.lower()]
     matches = exact or [d for d in usable if name.lower() in d.name.lower()]
     if not matches:
-        raise VoipError(f"no {what} device matches {name!r}; `voip devices` lists them")
+        raise VoipError(f"no {what} ({kind} device) matches {name!r}; `voip devices` lists them")
     if len(matches) > 1:
         listed = ", ".join(d.label for d in matches)
-        raise VoipError(f"{name!r} matches several {what} devices ({listed}); give the index or a longer name")
+        raise VoipError(f"{name!r} matches several {whats} ({listed}); give the index or a longer name")
     return matches[0]
 
 
@@ -141,6 +141,8 @@ def _socket_pair() -> tuple[socket.socket, socket.socket]:
 
 class _DeviceStream:
     """What microphone and speaker share: the stream, the socket pair, the watchdog, the clock."""
+
+    portaudio_stuck = False  # a device vanished: PortAudio's threads for it (and its siblings) never return
 
     def __init__(self, device: Device, kind: Kind, frame_samples: int) -> None:
         self.device = device
@@ -186,14 +188,14 @@ class _DeviceStream:
         if self._last_activity is None:
             return
         if not self.stream.active or now - self._last_activity > STALL_S:
-            raise VoipError(f"audio device {self.device.label} stopped (unplugged, or the sound server went away)")
+            _DeviceStream.portaudio_stuck = True
+            raise DeviceGone(f"audio device {self.device.label} stopped (unplugged, or the sound server went away)")
 
     def close(self) -> None:
-        try:
-            self.stream.abort()
-            self.stream.close()
-        except Exception:  # closing a device that already vanished: nothing left to do
-            pass
+        if not self.portaudio_stuck:  # streams of a lost server hang in abort(): leave them to the exit
+            with contextlib.suppress(Exception):
+                self.stream.abort()
+                self.stream.close()
         self._close_sockets()
 
     def _close_sockets(self) -> None:

@@ -1,0 +1,223 @@
+"""Live audio through PortAudio for real: the virtual duplex device plays back what it is given.
+
+These tests need a sound device; `audio_device` provides the one scripts/test started or
+starts a private PipeWire null device, and fails (never skips) when it cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, Processes, pesq_wb, run_voip, voip_command
+from voip.errors import VoipError
+from voip.io.audio import Device, find_device
+from voip.io.files import bundled_speech
+
+SPEECH = str(bundled_speech())
+
+
+class Recorder:
+    """Captures the device's input in this process while a voip process plays into it."""
+
+    def __init__(self) -> None:
+        import sounddevice as sd  # imported late: PortAudio must see the environment the fixture set
+
+        self.blocks: list[np.ndarray] = []
+        self.stream = sd.InputStream(samplerate=48000, channels=1, dtype="float32", callback=self._callback)
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        self.blocks.append(indata[:, 0].copy())
+
+    def __enter__(self) -> Recorder:
+        self.stream.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.3)  # the last blocks still in the device
+        self.stream.stop()
+        self.stream.close()
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self.blocks) if self.blocks else np.zeros(0, dtype=np.float32)
+
+
+def test_devices_lists_inputs_and_outputs_and_marks_the_defaults(audio_device):
+    result = run_voip("devices")
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert "index" in header and "host API" in header
+    defaults = [row for row in rows if row.startswith("*")]
+    assert defaults and "default input" in result.stdout and "default output" in result.stdout
+
+
+def test_tone_played_to_the_speaker_is_captured_back_at_its_frequency(audio_device):
+    with Recorder() as recorder:
+        result = run_voip("loopback", "--in", "tone:1000", "--out", "speaker", "--duration", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    audio = recorder.audio()
+    loud = np.nonzero(np.abs(audio) > 0.01)[0]
+    assert len(loud) > 48000, "the tone did not reach the device"
+    heard = audio[loud[0] : loud[-1]]
+    peak_hz = np.argmax(np.abs(np.fft.rfft(heard))) * 48000 / len(heard)
+    assert abs(peak_hz - 1000) < 5, peak_hz
+
+
+def test_speech_played_to_the_speaker_keeps_its_quality(audio_device, speech, tmp_path):
+    stats = tmp_path / "stats.json"
+    with Recorder() as recorder:
+        result = run_voip("loopback", "--in", SPEECH, "--out", "speaker", "--quiet", "--stats-json", str(stats))
+    assert result.returncode == 0, result.stderr
+    score = pesq_wb(speech, recorder.audio())
+    print("PESQ-WB through the device", score)
+    assert score >= 3.0, score
+    values = json.loads(stats.read_text())
+    assert values["output_underflows"] == 0 and values["input_overflows"] == 0
+
+
+def _number(pattern: str, text: str) -> float:
+    match = re.search(pattern + r"\s+([\d.]+) ms", text)
+    assert match, (pattern, text)
+    return float(match.group(1))
+
+
+def test_measured_latency_splits_into_parts_that_add_up(audio_device):
+    result = run_voip("loopback", "--measure-latency", "--quiet")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    print(out)
+    whole = _number("mouth-to-ear latency", out)
+    parts = _number("parts add up to", out)
+    frame_and_lookahead = _number(r"frame \+ lookahead", out)
+    network, jitter_buffer = _number("network", out), _number("jitter buffer", out)
+    assert abs(parts - whole) <= 5.0
+    assert network + jitter_buffer <= frame_and_lookahead + 10.0
+    assert 20 < whole < 500
+
+
+@pytest.mark.slow
+def test_a_minute_of_callbacks_has_no_overflow_or_underflow(audio_device, tmp_path):
+    stats = tmp_path / "stats.json"
+    result = run_voip(
+        "loopback",
+        "--in",
+        "mic",
+        "--out",
+        "speaker",
+        "--duration",
+        "60",
+        "--quiet",
+        "--stats-json",
+        str(stats),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    values = json.loads(stats.read_text())
+    assert values["input_overflows"] == 0 and values["output_underflows"] == 0
+    assert values["packets_received"] >= 2900  # 20 ms frames for 60 s, less the start
+
+
+def test_a_device_that_vanishes_ends_the_run_with_one_clear_reason(audio_device, tmp_path, processes: Processes):
+    state = tmp_path / "audio"
+    env = {**os.environ, "VOIP_AUDIO_DIR": str(state)}
+    script = str(ROOT / "scripts" / "virtual-audio")
+    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=30)
+    assert started.returncode == 0, started.stderr
+    for line in started.stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value.strip("'")
+    try:
+        proc = subprocess.Popen(
+            voip_command("loopback", "--duration", "30", "--quiet"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        processes.adopt(proc)
+        time.sleep(2.0)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    finally:
+        subprocess.run([script, "stop"], env=env, timeout=30)
+    stopped_at = time.monotonic()
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 1
+    assert time.monotonic() - stopped_at < 5
+    # PortAudio's ALSA layer prints its own diagnostics as the server goes; ours is one line
+    assert "voip: audio device" in err and "stopped (unplugged, or the sound server went away)" in err
+
+
+def test_device_names_that_match_nothing_or_several(audio_device):
+    result = run_voip("loopback", "--in", "mic:no-such-device", "--out", "null")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "voip: no microphone (input device) matches 'no-such-device'; `voip devices` lists them"
+    )
+    devices = [
+        Device(0, "USB Headset", "ALSA", 1, 2, 48000.0, False, False),
+        Device(1, "USB Camera", "ALSA", 2, 0, 44100.0, True, False),
+        Device(2, "HDMI", "ALSA", 0, 8, 48000.0, False, True),
+    ]
+    with pytest.raises(VoipError) as several:
+        find_device("usb", "input", devices)
+    assert str(several.value) == (
+        "'usb' matches several microphones (0 'USB Headset', 1 'USB Camera'); give the index or a longer name"
+    )
+    assert find_device("headset", "input", devices).index == 0
+    assert find_device("1", "input", devices).index == 1
+    assert find_device("", "input", devices).index == 1  # the default input
+    assert find_device("", "output", devices).index == 2
+    with pytest.raises(VoipError, match="no speaker \\(output device\\) has index 1"):
+        find_device("1", "output", devices)
+
+
+def test_no_device_at_all(tmp_path):
+    if Path("/dev/snd").exists() and any(Path("/dev/snd").iterdir()):
+        pytest.skip("this machine has sound cards: ALSA lists them with or without a sound server")
+    empty = tmp_path / "run"
+    empty.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(empty)}  # no sound server to be found there
+    result = subprocess.run(voip_command("loopback"), env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "voip: no microphone (input device) found: is a sound server running? "
+        "(on a machine without sound hardware, scripts/virtual-audio provides one)"
+    )
+
+
+def _portaudio_library() -> str | None:
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        if "libportaudio.so" in line and "=>" in line:
+            return os.path.realpath(line.split("=>")[1].strip())
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_without_portaudio_devices_fail_clearly_and_files_still_work(tmp_path):
+    library = _portaudio_library()
+    assert library, "libportaudio2 is not installed (scripts/setup installs it)"
+    out = tmp_path / "out.wav"
+    # A private mount namespace in which the library is an empty file: PortAudio cannot load.
+    script = (
+        f"mount --bind /dev/null {library} && "
+        f"{' '.join(voip_command('devices'))}; echo devices=$?; "
+        f"{' '.join(voip_command('loopback', '--in', 'tone:440', '--out', str(out), '--duration', '0.5', '--quiet'))}"
+        "; echo loopback=$?"
+    )
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert "devices=1" in result.stdout and "loopback=0" in result.stdout, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        "voip: audio devices need the PortAudio library: install it with `apt-get install libportaudio2`"
+    )
+    assert out.stat().st_size > 40000
