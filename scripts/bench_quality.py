@@ -55,7 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     speech = load_speech()
     print(f"seed {args.seed}, bundled speech {len(speech) / SAMPLE_RATE:.1f} s, Opus 24 kbit/s, 20 ms frames\n")
-    print("| network | FEC | PESQ-WB | fec_recovered | concealed_ms | accelerated / expanded ms | buffer_delay_ms |")
+    columns = ["network", "FEC", "PESQ-WB", "fec_recovered", "concealed_ms", "accel. / expanded ms", "buffer_delay_ms"]
+    print("| " + " | ".join(columns) + " (mean / p95) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for spec, fec_settings in NETWORKS:
         for fec in fec_settings:

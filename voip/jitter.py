@@ -374,7 +374,11 @@ class JitterBuffer:
         # need a whole step: expand and accelerate by whole pulls, which keeps the arithmetic exact.
         step = math.ceil(self._pull_samples / STEP_SAMPLES) * STEP_SAMPLES
         can_grow = not self._ended  # after BYE no packet will arrive to fill what we insert
-        if excess < 0 and self._quiet_samples and can_grow:
+        # Lengthen at once (after a quiet packet) when the least punctual packet nearly missed;
+        # when only the reserve for what may come is short, wait for a pause like a cut does.
+        urgent = self._window.least_slack < self.config.margin_ms / 1000.0
+        quiet_enough = self._quiet_samples >= (1 if urgent else PAUSE_SAMPLES)
+        if excess < 0 and quiet_enough and can_grow:
             self._window.restart()
             chunk = self._conceal(step, counted=False)
             self._expanded_samples += len(chunk)
