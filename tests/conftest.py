@@ -101,40 +101,51 @@ def processes() -> Iterator[Processes]:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+VIRTUAL_AUDIO = str(ROOT / "scripts" / "virtual-audio")
+
+
+def start_virtual_audio(state: Path) -> dict[str, str]:
+    """A private PipeWire null device in `state`; returns the environment that reaches it."""
+    env = {**os.environ, "VOIP_AUDIO_DIR": str(state)}
+    started = subprocess.run([VIRTUAL_AUDIO, "start"], env=env, capture_output=True, text=True, timeout=30)
+    if started.returncode != 0:
+        pytest.fail(f"scripts/virtual-audio could not start a device: {started.stderr.strip()}")
+    for line in started.stdout.splitlines():  # export NAME='value'
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value.strip("'")
+    return env
+
+
+def stop_virtual_audio(state: Path) -> None:
+    """Stops, by PID, what start_virtual_audio started."""
+    subprocess.run([VIRTUAL_AUDIO, "stop"], env={**os.environ, "VOIP_AUDIO_DIR": str(state)}, timeout=30)
+
+
 @pytest.fixture(scope="session")
 def audio_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A sound device for PortAudio: the one scripts/test started, else a private virtual one.
 
     Never skips: a test that needs a device fails when none can be had (DESIGN.md 6).
     """
-    if _portaudio_sees_devices(os.environ):
+    if _portaudio_sees_devices(dict(os.environ)):
         yield
         return
     state = tmp_path_factory.mktemp("virtual-audio")
-    env = {**os.environ, "VOIP_AUDIO_DIR": str(state)}
-    script = str(ROOT / "scripts" / "virtual-audio")
-    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=30)
-    if started.returncode != 0:
-        pytest.fail(f"no audio device, and scripts/virtual-audio could not start one: {started.stderr.strip()}")
-    saved = {key: os.environ.get(key) for key in ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")}
-    for line in started.stdout.splitlines():  # export NAME='value'
-        name, _, value = line.removeprefix("export ").partition("=")
-        os.environ[name] = value.strip("'")
+    env = start_virtual_audio(state)
+    saved = dict(os.environ)
+    os.environ.update(env)  # for PortAudio in this process, imported after this point
     try:
-        if not _portaudio_sees_devices(os.environ):
+        if not _portaudio_sees_devices(env):
             pytest.fail("scripts/virtual-audio started, but PortAudio sees no device")
         yield
     finally:
-        subprocess.run([script, "stop"], env=env, timeout=30)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        stop_virtual_audio(state)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
-def _portaudio_sees_devices(env: dict[str, str] | os._Environ[str]) -> bool:
+def _portaudio_sees_devices(env: dict[str, str]) -> bool:
     """Asked in a subprocess: PortAudio reads the device list once per process."""
     probe = "import sounddevice as sd; d = sd.query_devices(); print(any(x['max_input_channels'] for x in d))"
-    result = subprocess.run([sys.executable, "-c", probe], env=dict(env), capture_output=True, text=True, timeout=30)
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=30)
     return result.stdout.strip() == "True"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, Processes, pesq_wb, run_voip, voip_command
+from tests.conftest import Processes, pesq_wb, run_voip, start_virtual_audio, stop_virtual_audio, voip_command
 from voip.errors import VoipError
 from voip.io.audio import Device, find_device
 from voip.io.files import bundled_speech
@@ -128,27 +128,22 @@ def test_a_minute_of_callbacks_has_no_overflow_or_underflow(audio_device, tmp_pa
 
 def test_a_device_that_vanishes_ends_the_run_with_one_clear_reason(audio_device, tmp_path, processes: Processes):
     state = tmp_path / "audio"
-    env = {**os.environ, "VOIP_AUDIO_DIR": str(state)}
-    script = str(ROOT / "scripts" / "virtual-audio")
-    started = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=30)
-    assert started.returncode == 0, started.stderr
-    for line in started.stdout.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value.strip("'")
+    env = start_virtual_audio(state)  # a server of its own, to pull away mid-run
     try:
-        proc = subprocess.Popen(
-            voip_command("loopback", "--duration", "30", "--quiet"),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
+        proc = processes.adopt(
+            subprocess.Popen(
+                voip_command("loopback", "--duration", "30", "--quiet"),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
         )
-        processes.adopt(proc)
         time.sleep(2.0)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
     finally:
-        subprocess.run([script, "stop"], env=env, timeout=30)
+        stop_virtual_audio(state)
     stopped_at = time.monotonic()
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 1

@@ -191,10 +191,16 @@ class _DeviceStream:
             _DeviceStream.portaudio_stuck = True
             raise DeviceGone(f"audio device {self.device.label} stopped (unplugged, or the sound server went away)")
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop the callbacks, so the counters are final (a last callback would find no audio)."""
         if not self.portaudio_stuck:  # streams of a lost server hang in abort(): leave them to the exit
             with contextlib.suppress(Exception):
                 self.stream.abort()
+
+    def close(self) -> None:
+        self.stop()
+        if not self.portaudio_stuck:
+            with contextlib.suppress(Exception):
                 self.stream.close()
         self._close_sockets()
 

@@ -113,13 +113,19 @@ class MediaLoop:
         self.start = clock()
 
     def run(self, should_stop: Callable[[float], bool]) -> None:
-        for ep in self.endpoints:
-            for device in (ep.speaker, ep.mic):
-                if device is not None:
-                    device.start(self.clock())
+        devices = [d for ep in self.endpoints for d in (ep.speaker, ep.mic) if d is not None]
+        try:
+            for device in devices:
+                device.start(self.clock())
+            self._run(should_stop, devices)
+        finally:
+            for device in devices:
+                device.stop()
+
+    def _run(self, should_stop: Callable[[float], bool], devices: list[Microphone | Speaker]) -> None:
         next_tick = self.start = self.clock()
         waitables: list[socket.socket | Microphone | Speaker] = [ep.sock for ep in self.endpoints]
-        waitables += [d for ep in self.endpoints for d in (ep.mic, ep.speaker) if d is not None]
+        waitables += devices
         while True:
             now = self.clock()
             while now >= next_tick:
