@@ -26,6 +26,7 @@ from voip.codec import (
     OpusSettings,
     Pcm,
 )
+from voip.control import CallControl, ControlEvent, is_control
 from voip.errors import ParseError
 from voip.jitter import JitterBuffer, JitterConfig
 from voip.rtcp import (
@@ -80,12 +81,18 @@ class ByeReceived:
     reason: str
 
 
-Event = StreamStarted | ByeReceived
+Event = StreamStarted | ByeReceived | ControlEvent
 
 
 class Session:
-    def __init__(self, config: SessionConfig, rng: random.Random, now: float) -> None:
+    """One media stream each way. With `control`, one call: media flows only while connected,
+    to and from the peer the call connected, and every packet from the peer keeps it alive."""
+
+    def __init__(
+        self, config: SessionConfig, rng: random.Random, now: float, control: CallControl | None = None
+    ) -> None:
         self.config = config
+        self.control = control
         self._rng = rng
         self.remote = config.remote
         self.ssrc = rng.getrandbits(32)
@@ -107,6 +114,8 @@ class Session:
         self.jitter = JitterBuffer(self._decoder, config.jitter)
         self._receiver = ReceiverStats(SAMPLE_RATE)
         self.remote_ssrc: int | None = None
+        self._expected_ssrc: int | None = None  # announced by the peer's call offer
+        self._receive_payload_type = config.payload_type
         self._input = np.zeros(0, dtype=np.float32)
         self._outbox: list[bytes] = []
         self._events: deque[Event] = deque()
@@ -120,7 +129,8 @@ class Session:
         self._last_rtp_timestamp = 0
         # receiver state
         self.packets_invalid = 0
-        self.packets_foreign = 0
+        self._media_foreign = 0
+        self.remote_jitter_ms: float | None = None
         self._octets_received = 0
         self._first_receive: float | None = None
         self.rtt: float | None = None
@@ -166,21 +176,25 @@ class Session:
         self._last_send = now
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        if self.remote is None:
-            self._outbox.clear()
-            return []
-        out = [(data, self.remote) for data in self._outbox]
+        out = self.control.datagrams_to_send() if self.control is not None else []
+        if self.remote is not None:  # before a call connects, what was encoded goes nowhere
+            out += [(data, self.remote) for data in self._outbox]
         self._outbox.clear()
         return out
 
     # ---- receiving -----------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        if self.control is not None and is_control(data):
+            self.control.receive_datagram(data, addr, now)
+            self._follow_call()
+            return
         if not is_rtp_or_rtcp(data):
             self.packets_invalid += 1
             return
-        if self.remote is not None and _host_port(addr) != _host_port(self.remote):
-            self.packets_foreign += 1
+        not_connected = self.control is not None and self.remote is None
+        if not_connected or (self.remote is not None and _host_port(addr) != _host_port(self.remote)):
+            self._media_foreign += 1
             return
         try:
             if is_rtcp(data):
@@ -190,12 +204,29 @@ class Session:
         except ParseError:
             self.packets_invalid += 1
             return
+        if self.control is not None:
+            self.control.heard_from_peer(now)
         if self.remote is None and self.remote_ssrc is not None:
             self.remote = addr
 
+    def _follow_call(self) -> None:
+        """Once the call connects, media goes to the peer, and only the peer's announced stream is played."""
+        control = self.control
+        if control is not None and control.connected and self.remote is None and control.remote_offer is not None:
+            self.remote = control.peer
+            self._expected_ssrc = control.remote_offer.ssrc
+            self._receive_payload_type = control.remote_offer.payload_type
+
+    @property
+    def packets_foreign(self) -> int:
+        """Packets from anyone but the peer (media, RTCP and call control)."""
+        return self._media_foreign + (self.control.messages_foreign if self.control is not None else 0)
+
     def _receive_rtp(self, packet: RtpPacket, addr: Address, now: float) -> None:
-        if packet.payload_type != self.config.payload_type:
+        if packet.payload_type != self._receive_payload_type:
             raise ParseError(f"unexpected payload type {packet.payload_type}")
+        if self._expected_ssrc is not None and packet.ssrc != self._expected_ssrc:
+            raise ParseError(f"packet from SSRC {packet.ssrc:#x}, not the one the call announced")
         if self.remote_ssrc is None:
             self.remote_ssrc = packet.ssrc
             self._events.append(StreamStarted(packet.ssrc, addr))
@@ -234,6 +265,7 @@ class Session:
                 self.rtt = rtt
             loss = block.fraction_lost / 256.0
             self.remote_fraction_lost = loss
+            self.remote_jitter_ms = block.jitter * 1000.0 / SAMPLE_RATE
             self._expected_loss += LOSS_SMOOTHING * (loss - self._expected_loss)
             self._encoder.set_expected_loss(math.ceil(self._expected_loss * 100))
 
@@ -248,9 +280,14 @@ class Session:
     # ---- RTCP timing ---------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        return None if self._closed else self._next_rtcp
+        times = [] if self._closed else [self._next_rtcp]
+        if self.control is not None and (call_deadline := self.control.next_deadline()) is not None:
+            times.append(call_deadline)
+        return min(times, default=None)
 
     def handle_deadline(self, now: float) -> None:
+        if self.control is not None:
+            self.control.handle_deadline(now)
         if self._closed or now < self._next_rtcp:
             return
         self._queue_rtcp(now)
@@ -258,7 +295,9 @@ class Session:
         self._next_rtcp = now + self.config.rtcp_interval_s * self._rng.uniform(0.5, 1.5)
 
     def hang_up(self, now: float, reason: str = "") -> None:
-        """Queue a final report and BYE; the session sends nothing after."""
+        """Queue a final report and BYE (and end the call); no media is sent after."""
+        if self.control is not None:
+            self.control.hang_up(now, reason)
         if self._closed:
             return
         self._queue_rtcp(now, bye=Bye((self.ssrc,), reason.encode()[:255]))
@@ -296,7 +335,9 @@ class Session:
     # ---- events and statistics -----------------------------------------------------------
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        if self._events:
+            return self._events.popleft()
+        return self.control.next_event() if self.control is not None else None
 
     def stats(self, now: float) -> StreamStats:
         j = self.jitter.stats(now)
@@ -309,6 +350,7 @@ class Session:
             packets_duplicate=j.packets_duplicate,
             packets_reordered=r.reordered,
             packets_invalid=self.packets_invalid,
+            packets_foreign=self.packets_foreign,
             fec_recovered=j.fec_recovered,
             concealed_ms=j.concealed_ms,
             concealment_events=j.concealment_events,
@@ -316,6 +358,7 @@ class Session:
             jitter_ms=r.jitter * 1000.0 / SAMPLE_RATE,
             rtt_ms=None if self.rtt is None else self.rtt * 1000.0,
             remote_fraction_lost=self.remote_fraction_lost,
+            remote_jitter_ms=self.remote_jitter_ms,
             buffer_delay_ms=j.buffer_delay_ms,
             buffer_delay_p95_ms=j.buffer_delay_p95_ms,
             buffer_target_ms=j.buffer_target_ms,

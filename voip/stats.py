@@ -145,13 +145,15 @@ class StreamStats:
     packets_duplicate: int = 0
     packets_reordered: int = 0
     packets_invalid: int = 0
+    packets_foreign: int = 0  # from anyone but the peer: dropped
     fec_recovered: int = 0
     concealed_ms: float = 0.0
     concealment_events: int = 0
     interruptions: int = 0
     jitter_ms: float = 0.0
     rtt_ms: float | None = None
-    remote_fraction_lost: float | None = None
+    remote_fraction_lost: float | None = None  # what the peer reports of our stream (RTCP)
+    remote_jitter_ms: float | None = None
     buffer_delay_ms: float = 0.0
     buffer_delay_p95_ms: float = 0.0
     buffer_target_ms: float = 0.0

@@ -1,0 +1,111 @@
+"""Command line: the `voip` program's arguments and exit codes; the commands live beside it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from voip import __version__
+from voip.cli.options import (
+    DEFAULT_PORT,
+    SOURCES,
+    add_codec_options,
+    add_network_options,
+    add_out_option,
+    add_run_options,
+)
+from voip.cli.streams import run_devices, run_loopback, run_receive, run_send
+from voip.codec import CodecError
+from voip.errors import DeviceGone, VoipError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except DeviceGone as exc:
+        print(f"voip: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)  # PortAudio's threads for the lost device never return: skip its exit handler
+    except (VoipError, CodecError) as exc:
+        print(f"voip: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the media loop took over
+        return 130
+
+
+# ---- arguments ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voip",
+        description="Real-time voice over UDP: Opus in RTP (RFC 3550, RFC 7587) with an adaptive "
+        "jitter buffer, packet-loss concealment and in-band FEC.",
+    )
+    parser.add_argument("--version", action="version", version=f"voip {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    send = commands.add_parser(
+        "send",
+        help="stream an audio file to a host in real time",
+        description="Stream an audio file (wav, flac, ogg; any rate, mixed to mono) in real time "
+        "to HOST[:PORT], where `voip receive`, ffmpeg or GStreamer listens. Sends RTCP BYE at the end. "
+        "FILE may also be mic or mic:NAME to stream a microphone.",
+    )
+    send.add_argument("file", help=f"what to send: {SOURCES}")
+    send.add_argument("destination", metavar="HOST[:PORT]", help=f"receiver address (port {DEFAULT_PORT})")
+    send.add_argument("--sdp", metavar="PATH", help="write an SDP description of the stream (for ffmpeg)")
+    add_codec_options(send)
+    add_network_options(send)
+    add_run_options(send)
+    send.set_defaults(handler=run_send)
+
+    receive = commands.add_parser(
+        "receive",
+        help="receive a stream and record it",
+        description="Receive one RTP/Opus stream (from `voip send`, ffmpeg, GStreamer, ...) and "
+        "play it out through the jitter buffer to the speaker or the --out sinks. Ends when the "
+        "sender says BYE.",
+    )
+    receive.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
+    receive.add_argument("--bind", default="0.0.0.0", help="local address (default 0.0.0.0; :: for IPv6)")
+    add_out_option(receive, default="speaker")
+    add_codec_options(receive, sending=False)
+    add_run_options(receive)
+    receive.set_defaults(handler=run_receive)
+
+    loopback = commands.add_parser(
+        "loopback",
+        help="the whole chain on this machine: the echo test",
+        description="Capture, encode, send over UDP on 127.0.0.1 (through a simulated network when "
+        "--network is given), jitter-buffer, decode and play out, then report delay and quality "
+        "statistics. With no options it is the classic echo test: what the microphone hears comes "
+        "out of the speaker (use headphones).",
+    )
+    loopback.add_argument("--in", dest="source", default="mic", metavar="SOURCE", help=f"{SOURCES} (default mic)")
+    add_out_option(loopback, default="speaker")
+    loopback.add_argument(
+        "--measure-latency",
+        action="store_true",
+        help="measure mouth-to-ear latency through the devices: the speaker clicks once a second, the "
+        "microphone hears each click and its echo through the chain (hold the microphone to the "
+        "speaker, or loop the device back); prints the parts it is made of",
+    )
+    add_codec_options(loopback)
+    add_network_options(loopback)
+    add_run_options(loopback)
+    loopback.set_defaults(handler=run_loopback)
+
+    devices = commands.add_parser(
+        "devices",
+        help="list audio devices",
+        description="List the audio devices PortAudio sees, with the index and name that "
+        "mic:NAME_OR_INDEX and speaker:NAME_OR_INDEX accept; * marks the defaults.",
+    )
+    devices.set_defaults(handler=run_devices)
+    return parser

@@ -1,0 +1,83 @@
+"""What the commands print: the live status line, the summary, one-line messages."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from voip.errors import VoipError
+from voip.io.audio import Microphone
+from voip.stats import StreamStats
+
+STATUS_INTERVAL_S = 0.5
+
+
+class StatusLine:
+    """One self-overwriting line on a terminal; nothing when stderr is not a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self._last = 0.0
+        self._shown = False
+
+    def show(self, now: float, text: str) -> None:
+        if self.enabled and now - self._last >= STATUS_INTERVAL_S:
+            self._last = now
+            sys.stderr.write("\r\x1b[K" + text)
+            sys.stderr.flush()
+            self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
+
+
+def level_meter(mic: Microphone | None) -> str:
+    """A microphone level meter: ten steps from -60 to 0 dBFS."""
+    if mic is None:
+        return ""
+    db = max(-60.0, mic.level_dbfs)
+    bars = int((db + 60) / 6)
+    return f"mic [{'#' * bars}{'.' * (10 - bars)}] {db:4.0f} dB  "
+
+
+def status_fields(s: StreamStats) -> str:
+    rtt = f"{s.rtt_ms:.1f} ms" if s.rtt_ms is not None else "-"
+    return (
+        f"delay {s.buffer_delay_ms:3.0f} ms (target {s.buffer_target_ms:3.0f})  jitter {s.jitter_ms:4.1f} ms  "
+        f"loss {s.packets_lost}  concealed {s.concealed_ms:.0f} ms  rtt {rtt}  {s.bitrate_kbps:.1f} kbit/s"
+    )
+
+
+def summary(title: str, stats: StreamStats, args: argparse.Namespace) -> None:
+    values = dataclasses.asdict(stats)
+    if args.stats_json:
+        write_text(args.stats_json, json.dumps(values, indent=2) + "\n")
+    if args.quiet:
+        return
+    print(f"{title}:")
+    for key, value in values.items():
+        shown = "-" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
+        print(f"  {key:22} {shown}")
+
+
+def info(text: str, quiet: bool) -> None:
+    if not quiet:
+        print(text, file=sys.stderr)
+
+
+def show(addr: tuple[str, int] | tuple[str, int, int, int] | tuple[object, ...]) -> str:
+    host, port = str(addr[0]), addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def write_text(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise VoipError(f"cannot write {path!r}: {exc.strerror or exc}") from None

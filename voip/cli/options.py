@@ -1,0 +1,135 @@
+"""Options shared by the commands, and what they turn into: session settings, a simulated network."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import time
+
+from voip import SAMPLE_RATE
+from voip.codec import OpusSettings
+from voip.errors import VoipError
+from voip.jitter import JitterConfig
+from voip.netsim import NetworkSimulator, NetworkSpec
+from voip.rtcp import NTP_EPOCH_OFFSET
+from voip.session import Address, SessionConfig
+
+DEFAULT_PORT = 5004
+SOURCES = "mic, mic:NAME_OR_INDEX, an audio file (wav/flac/ogg), speech (a bundled sample), tone:HZ or silence"
+
+
+def add_out_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--out",
+        action="append",
+        metavar="SINK",
+        help="where received audio goes: speaker, speaker:NAME_OR_INDEX, a .wav/.flac/.ogg path to "
+        f"record into, or null (repeatable; default {default})",
+    )
+    parser.set_defaults(default_out=default)
+
+
+def add_codec_options(parser: argparse.ArgumentParser, sending: bool = True) -> None:
+    group = parser.add_argument_group("audio")
+    if sending:
+        group.add_argument("--bitrate", type=_bitrate, default=24000, help="Opus bitrate, bit/s or 24k")
+        group.add_argument("--frame-ms", type=int, choices=(10, 20, 40, 60), default=20, help="frame size")
+        group.add_argument("--complexity", type=int, choices=range(11), default=10, metavar="0..10")
+        group.add_argument(
+            "--fec",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="Opus in-band FEC, driven by the loss the receiver reports (default on)",
+        )
+        group.add_argument(
+            "--dtx", action=argparse.BooleanOptionalAction, default=False, help="discontinuous transmission"
+        )
+    else:
+        parser.set_defaults(bitrate=24000, frame_ms=20, complexity=10, fec=True, dtx=False)
+    group.add_argument("--jitter-min-ms", type=float, default=0.0, help="lower bound of playout delay")
+    group.add_argument("--jitter-max-ms", type=float, default=500.0, help="upper bound of playout delay")
+    group.add_argument("--payload-type", type=int, default=111, help="RTP payload type (default 111)")
+
+
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("simulated network")
+    group.add_argument(
+        "--network",
+        type=_network,
+        default=NetworkSpec(),
+        metavar="SPEC",
+        help="impairment, e.g. delay=40ms,jitter=20ms,loss=5%%,burst=3,reorder=1%%,duplicate=1%%",
+    )
+    group.add_argument("--seed", type=int, default=None, help="make the simulated network repeatable")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run")
+    group.add_argument("--duration", type=positive_seconds, default=None, help="stop after S seconds")
+    group.add_argument("--stats-json", metavar="PATH", help="write the final statistics as JSON")
+    group.add_argument("--quiet", action="store_true", help="no status line")
+
+
+def _bitrate(text: str) -> int:
+    value = text.strip().lower()
+    scale = 1000 if value.endswith("k") else 1
+    try:
+        bps = int(float(value.rstrip("k")) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad bitrate {text!r}: use bit/s, e.g. 24000 or 24k") from None
+    if not 6000 <= bps <= 510000:
+        raise argparse.ArgumentTypeError(f"bitrate {bps} out of Opus's range 6000..510000 bit/s")
+    return bps
+
+
+def _network(text: str) -> NetworkSpec:
+    try:
+        return NetworkSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: expected seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("duration must be positive")
+    return value
+
+
+def session_config(args: argparse.Namespace, remote: Address | None = None) -> SessionConfig:
+    try:
+        opus = OpusSettings(
+            bitrate=args.bitrate,
+            frame_ms=args.frame_ms,
+            complexity=args.complexity,
+            fec=args.fec,
+            dtx=args.dtx,
+        )
+        jitter = JitterConfig(min_delay_ms=args.jitter_min_ms, max_delay_ms=args.jitter_max_ms)
+        return SessionConfig(
+            opus=opus,
+            jitter=jitter,
+            payload_type=args.payload_type,
+            cname=f"voip@{socket.gethostname()}",
+            ntp_offset=time.time() - time.monotonic() + NTP_EPOCH_OFFSET,
+            remote=remote,
+        )
+    except ValueError as exc:
+        raise VoipError(str(exc)) from None
+
+
+def frame_samples(args: argparse.Namespace) -> int:
+    return int(args.frame_ms * SAMPLE_RATE // 1000)
+
+
+def simulator(
+    args: argparse.Namespace, rng: random.Random | None = None
+) -> NetworkSimulator[tuple[bytes, Address]] | None:
+    if args.network == NetworkSpec():
+        return None
+    seed_source = rng or random.Random(args.seed)
+    return NetworkSimulator(args.network, random.Random(seed_source.getrandbits(64)))

@@ -1,0 +1,250 @@
+"""The streaming commands: devices, send, receive, loopback."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import socket
+import time
+
+from voip import SAMPLE_RATE
+from voip.cli.console import StatusLine, info, level_meter, show, status_fields, summary, write_text
+from voip.cli.options import (
+    DEFAULT_PORT,
+    frame_samples,
+    session_config,
+    simulator,
+)
+from voip.errors import VoipError
+from voip.io.audio import Microphone, Speaker, list_devices
+from voip.io.files import SilenceSource
+from voip.io.loop import Endpoint, MediaLoop
+from voip.io.media import AudioIO, open_audio
+from voip.io.udp import open_socket, parse_host_port, resolve
+from voip.latency import CLICK_PERIOD_S, LatencyProbe, LatencyReport, find_echoes, mean_ms, median_ms
+from voip.netsim import NetworkSpec
+from voip.sdp import opus_sdp
+from voip.session import Address, ByeReceived, Session, StreamStarted
+from voip.stats import StreamStats
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    devices = list_devices()
+    if not devices:
+        raise VoipError("no audio devices found: is a sound server running? (scripts/virtual-audio provides one)")
+    print(f"{'':2}{'index':>5}  {'name':32} {'host API':10} {'in':>3} {'out':>3} {'rate':>7}")
+    for d in devices:
+        mark = "*" if d.default_input or d.default_output else " "
+        defaults = [w for w, yes in (("default input", d.default_input), ("default output", d.default_output)) if yes]
+        note = f"  ({', '.join(defaults)})" if defaults else ""
+        print(
+            f"{mark:2}{d.index:>5}  {d.name[:32]:32} {d.host_api[:10]:10} {d.input_channels:>3} "
+            f"{d.output_channels:>3} {d.default_rate:>7.0f}{note}"
+        )
+    return 0
+
+
+def run_send(args: argparse.Namespace) -> int:
+    host, port = parse_host_port(args.destination, DEFAULT_PORT)
+    family, remote = resolve(host, port)
+    io = open_audio(args.file, [], frame_samples(args))
+    try:
+        return _send(args, io, family, remote)
+    finally:
+        io.close()
+
+
+def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, remote: Address) -> int:
+    sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
+    session = Session(session_config(args, remote), random.Random(), time.monotonic())
+    if args.sdp:
+        write_text(args.sdp, opus_sdp(remote[0], remote[1], args.payload_type, session.config.opus, session.ssrc))
+    endpoint = io.endpoint(session, sock, network=simulator(args))
+    total = getattr(io.source, "duration_s", None)
+    status = StatusLine(args.quiet)
+    info(f"sending {io.input_description} to {show(remote)}", args.quiet)
+
+    def progress(now: float) -> None:
+        elapsed = now - loop.start
+        done = f"{elapsed:5.1f}/{total:.1f} s" if total else f"{elapsed:5.1f} s"
+        status.show(now, f"sending {done}  {level_meter(io.mic)}" + status_fields(session.stats(now)))
+
+    loop = MediaLoop([endpoint], session.frame_samples, on_tick=progress)
+
+    def should_stop(now: float) -> bool:
+        if endpoint.source_done or _past(loop, args, now):
+            session.hang_up(now)
+            return True
+        return False
+
+    try:
+        loop.run(should_stop)
+    except KeyboardInterrupt:
+        session.hang_up(time.monotonic())
+        endpoint.transmit(time.monotonic())
+    finally:
+        sock.close()
+    status.clear()
+    summary("sent", io.device_counters(session.stats(time.monotonic())), args)
+    return 0
+
+
+def run_receive(args: argparse.Namespace) -> int:
+    io = open_audio(None, args.out or [args.default_out], frame_samples(args))
+    try:
+        return _receive(args, io)
+    finally:
+        io.close()
+
+
+def _receive(args: argparse.Namespace, io: AudioIO) -> int:
+    sock = open_socket(args.bind, args.port)
+    session = Session(session_config(args), random.Random(), time.monotonic())
+    endpoint = io.endpoint(session, sock)
+    status = StatusLine(args.quiet)
+    info(f"listening on {show(sock.getsockname())}, playing to {io.output_description}", args.quiet)
+
+    def on_tick(now: float) -> None:
+        for event in iter(session.next_event, None):
+            if isinstance(event, StreamStarted):
+                status.clear()
+                info(f"receiving from {show(event.address)} (SSRC {event.ssrc:#010x})", args.quiet)
+            elif isinstance(event, ByeReceived):
+                status.clear()
+                reason = f": {event.reason}" if event.reason else ""
+                info(f"sender said goodbye{reason}; playing out the buffer", args.quiet)
+        if session.remote_ssrc is not None:
+            status.show(now, "receiving  " + status_fields(session.stats(now)))
+
+    loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick)
+    try:
+        loop.run(lambda now: session.receive_finished or _past(loop, args, now))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.hang_up(time.monotonic())
+        endpoint.transmit(time.monotonic())
+        sock.close()
+    status.clear()
+    summary("received", io.device_counters(session.stats(time.monotonic())), args)
+    return 0
+
+
+def run_loopback(args: argparse.Namespace) -> int:
+    sinks = args.out or [args.default_out]
+    if args.measure_latency:
+        if not args.source.startswith("mic") or not all(s.startswith("speaker") for s in sinks):
+            raise VoipError("--measure-latency measures through the devices: use --in mic[:NAME] --out speaker[:NAME]")
+        if args.duration is None:
+            args.duration = 7 * CLICK_PERIOD_S + 0.5
+    io = open_audio(args.source, sinks, frame_samples(args))
+    try:
+        return _loopback(args, io)
+    finally:
+        io.close()
+
+
+def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
+    sender_sock = open_socket("127.0.0.1", 0)
+    receiver_sock = open_socket("127.0.0.1", 0)
+    rng = random.Random(args.seed)
+    config = session_config(args)
+    now = time.monotonic()
+    sender = Session(
+        dataclasses.replace(config, remote=receiver_sock.getsockname()), random.Random(rng.getrandbits(64)), now
+    )
+    receiver = Session(
+        dataclasses.replace(config, remote=sender_sock.getsockname()), random.Random(rng.getrandbits(64)), now
+    )
+    probe = LatencyProbe(args.payload_type) if args.measure_latency else None
+    forward = Endpoint(sender, sender_sock, source=io.source, mic=io.mic, network=simulator(args, rng), probe=probe)
+    backward = Endpoint(
+        receiver, receiver_sock, sinks=io.sinks, speaker=io.speaker, network=simulator(args, rng), probe=probe
+    )
+    status = StatusLine(args.quiet)
+    info(
+        f"loopback: {io.input_description} -> opus {args.bitrate // 1000} kbit/s -> "
+        f"network {args.network.describe()} -> jitter buffer -> {io.output_description}",
+        args.quiet,
+    )
+
+    def on_tick(now: float) -> None:
+        status.show(now, f"loopback  {level_meter(io.mic)}" + status_fields(_merged(sender, receiver, now)))
+
+    loop = MediaLoop([forward, backward], sender.frame_samples, on_tick=on_tick)
+
+    def should_stop(now: float) -> bool:
+        if args.duration is not None:
+            if forward.source_done:  # a file that ends early is followed by silence (DESIGN.md 1)
+                forward.source, forward.source_done = SilenceSource(), False
+            return _past(loop, args, now)
+        if forward.source_done:
+            sender.hang_up(now)
+        return receiver.receive_finished
+
+    try:
+        loop.run(should_stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sender_sock.close()
+        receiver_sock.close()
+    status.clear()
+    stats = io.device_counters(_merged(sender, receiver, time.monotonic()))
+    summary("loopback", stats, args)
+    if probe is not None:
+        assert io.mic is not None and io.speaker is not None
+        print(_latency_report(probe, io.mic, io.speaker, sender, stats).describe())
+    elif not args.quiet and io.mic is None and io.speaker is None:
+        _print_latency(stats, sender, args.network)
+    return 0
+
+
+def _latency_report(
+    probe: LatencyProbe, mic: Microphone, speaker: Speaker, sender: Session, stats: StreamStats
+) -> LatencyReport:
+    echoes = find_echoes(probe.captured_blocks)
+    if not echoes:
+        raise VoipError(
+            f"heard none of the {probe.train.clicks} clicks back: the microphone must hear the speaker "
+            "(hold them together, or use a device that loops back)"
+        )
+    frame_s = sender.frame_samples / SAMPLE_RATE
+    return LatencyReport(
+        whole_ms=median_ms([e.delay_s for e in echoes]),
+        device_input_ms=mean_ms(mic.input_delays) - frame_s * 1000.0,
+        frame_ms=frame_s * 1000.0,
+        lookahead_ms=sender.codec_delay_samples * 1000.0 / SAMPLE_RATE,
+        network_ms=mean_ms(probe.network_delays),
+        jitter_buffer_ms=stats.buffer_delay_ms,
+        device_output_ms=mean_ms(speaker.output_delays),
+        clicks=len(echoes),
+    )
+
+
+def _past(loop: MediaLoop, args: argparse.Namespace, now: float) -> bool:
+    return args.duration is not None and now >= loop.start + args.duration
+
+
+def _merged(sender: Session, receiver: Session, now: float) -> StreamStats:
+    """One view of a one-way loopback: what the receiver saw, with the sender's count and RTT."""
+    sent = sender.stats(now)
+    return dataclasses.replace(
+        receiver.stats(now),
+        packets_sent=sent.packets_sent,
+        rtt_ms=sent.rtt_ms,
+        remote_fraction_lost=sent.remote_fraction_lost,
+        bitrate_kbps=sent.bitrate_kbps,
+    )
+
+
+def _print_latency(stats: StreamStats, sender: Session, network: NetworkSpec) -> None:
+    frame_ms = sender.frame_samples * 1000 / SAMPLE_RATE
+    lookahead_ms = sender.codec_delay_samples * 1000 / SAMPLE_RATE
+    total = frame_ms + lookahead_ms + network.delay_ms + stats.buffer_delay_ms
+    print(
+        f"latency (estimated, without audio devices): {total:.0f} ms = frame {frame_ms:.0f} + "
+        f"codec lookahead {lookahead_ms:.1f} + network {network.delay_ms:.0f} + "
+        f"jitter buffer {stats.buffer_delay_ms:.0f}"
+    )

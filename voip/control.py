@@ -1,0 +1,368 @@
+"""Call setup and teardown: the messages, and one endpoint's state machine, free of I/O.
+
+Control messages share the media port. RFC 7983 demultiplexes by the first byte:
+RTP/RTCP use 128..191, STUN 0..3, ZRTP 16..19, DTLS 20..63, TURN 64..79; ours start
+with 'v' (118), then 'C', a version and a type:
+
+    0        1        2        3
+    'v'      'C'      version  type
+    call id (64 bits)
+    INVITE, ACCEPT: SSRC (32), payload type (8), frame ms (8), bitrate (32), flags (8: FEC 1, DTX 2)
+    HANGUP:         reason length (8), reason (UTF-8)
+    RINGING, BUSY, HANGUP_ACK: nothing more
+
+The caller repeats INVITE on a timer (250 ms, doubling, at most 2 s apart) until the
+callee answers ACCEPT or BUSY; RINGING says a person is being asked and keeps the
+caller waiting longer. The callee repeats nothing: a lost RINGING or ACCEPT is
+answered again when the next INVITE arrives. Hang-up is HANGUP, repeated until
+HANGUP_ACK (or for 2 s); the media session adds an RTCP BYE.
+
+Liveness: every packet from the peer (media, RTCP, control) counts. After
+SILENT_AFTER_S without one, `PeerSilent`; after the timeout, the call ends.
+Messages from anyone but the peer never change the call: they are counted, and a
+stranger's INVITE is answered BUSY.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+from voip.errors import ParseError
+
+Address = tuple[str, int] | tuple[str, int, int, int]
+MAGIC = b"vC"
+VERSION = 1
+FIRST_BYTE = MAGIC[0]
+RETRY_FIRST_S = 0.25
+RETRY_MAX_S = 2.0
+NO_RESPONSE_S = 10.0  # nothing at all from the callee: "no answer"
+RING_TIMEOUT_S = 60.0  # a person was asked and did not pick up
+HANGUP_TIMEOUT_S = 2.0
+SILENT_AFTER_S = 5.0
+_HEADER = struct.Struct("!2sBBQ")
+_OFFER = struct.Struct("!IBBIB")
+
+
+class MessageType(IntEnum):
+    INVITE = 1
+    RINGING = 2
+    ACCEPT = 3
+    BUSY = 4
+    HANGUP = 5
+    HANGUP_ACK = 6
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What a side will send: the other side decodes by it (and locks onto the SSRC)."""
+
+    ssrc: int
+    payload_type: int
+    frame_ms: int
+    bitrate: int
+    fec: bool = True
+    dtx: bool = False
+
+
+@dataclass(frozen=True)
+class ControlMessage:
+    type: MessageType
+    call_id: int
+    offer: Offer | None = None  # INVITE and ACCEPT
+    reason: str = ""  # HANGUP
+
+    def serialize(self) -> bytes:
+        out = _HEADER.pack(MAGIC, VERSION, self.type, self.call_id)
+        if self.type in (MessageType.INVITE, MessageType.ACCEPT):
+            o = self.offer
+            assert o is not None, "INVITE and ACCEPT carry an offer"
+            out += _OFFER.pack(o.ssrc, o.payload_type, o.frame_ms, o.bitrate, int(o.fec) | int(o.dtx) << 1)
+        elif self.type is MessageType.HANGUP:
+            reason = self.reason.encode()[:255]
+            out += bytes((len(reason),)) + reason
+        return out
+
+    @classmethod
+    def parse(cls, data: bytes) -> ControlMessage:
+        if len(data) < _HEADER.size:
+            raise ParseError(f"control message of {len(data)} bytes is too short")
+        magic, version, type_code, call_id = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise ParseError("not a control message")
+        if version != VERSION:
+            raise ParseError(f"control version {version} (we speak {VERSION})")
+        try:
+            kind = MessageType(type_code)
+        except ValueError:
+            raise ParseError(f"unknown control message type {type_code}") from None
+        body = data[_HEADER.size :]
+        if kind in (MessageType.INVITE, MessageType.ACCEPT):
+            if len(body) != _OFFER.size:
+                raise ParseError(f"{kind.name} body of {len(body)} bytes, expected {_OFFER.size}")
+            ssrc, payload_type, frame_ms, bitrate, flags = _OFFER.unpack(body)
+            if payload_type > 127 or frame_ms not in (10, 20, 40, 60) or flags > 3:
+                raise ParseError(f"bad {kind.name} offer")
+            return cls(kind, call_id, Offer(ssrc, payload_type, frame_ms, bitrate, bool(flags & 1), bool(flags & 2)))
+        if kind is MessageType.HANGUP:
+            if not body or len(body) != 1 + body[0]:
+                raise ParseError("HANGUP reason length does not match")
+            return cls(kind, call_id, reason=body[1:].decode("utf-8", "replace"))
+        if body:
+            raise ParseError(f"{kind.name} carries {len(body)} unexpected bytes")
+        return cls(kind, call_id)
+
+
+def is_control(data: bytes) -> bool:
+    return len(data) >= 2 and data[:2] == MAGIC
+
+
+# ---- events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    """A call arrived at a listener: answer with `accept` or `decline`."""
+
+    peer: Address
+    offer: Offer
+
+
+@dataclass(frozen=True)
+class Ringing:
+    """The callee is asking its user."""
+
+
+@dataclass(frozen=True)
+class Connected:
+    peer: Address
+    remote_offer: Offer
+
+
+@dataclass(frozen=True)
+class PeerSilent:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PeerBack:
+    pass
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    reason: str
+    normal: bool  # hung up by either side: exit 0; no answer, busy, declined, timeout: not
+
+
+ControlEvent = IncomingCall | Ringing | Connected | PeerSilent | PeerBack | CallEnded
+
+
+class State(Enum):
+    IDLE = "idle"  # a listener waiting for a call
+    CALLING = "calling"
+    RINGING = "ringing"  # caller: the callee asks its user; callee: asking ours
+    CONNECTED = "connected"
+    HANGING_UP = "hanging up"
+    ENDED = "ended"
+
+
+class CallControl:
+    """One endpoint's side of one call, as caller (`call`) or as listener (start IDLE)."""
+
+    def __init__(self, offer: Offer, rng: random.Random, timeout_s: float = 30.0) -> None:
+        self.offer = offer
+        self.timeout_s = timeout_s
+        self.state = State.IDLE
+        self.peer: Address | None = None
+        self.remote_offer: Offer | None = None
+        self.call_id = 0
+        self.messages_foreign = 0
+        self.messages_invalid = 0
+        self._rng = rng
+        self._caller = False
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._events: deque[ControlEvent] = deque()
+        self._retry_at: float | None = None
+        self._retry_interval = RETRY_FIRST_S
+        self._give_up_at: float | None = None
+        self._last_heard = 0.0
+        self._silent = False
+        self._hangup_reason = ""
+
+    # ---- the user's actions ----------------------------------------------------------------
+
+    def call(self, peer: Address, now: float) -> None:
+        assert self.state is State.IDLE
+        self._caller = True
+        self.peer = peer
+        self.call_id = self._rng.getrandbits(64)
+        self.state = State.CALLING
+        self._give_up_at = now + NO_RESPONSE_S
+        self._send(MessageType.INVITE, offer=self.offer)
+        self._retry(now, RETRY_FIRST_S)
+
+    def accept(self, now: float) -> None:
+        """Pick up the incoming call."""
+        if self.state is State.RINGING and not self._caller:
+            self._connect(now)
+            self._send(MessageType.ACCEPT, offer=self.offer)
+
+    def decline(self, now: float) -> None:
+        if self.state is State.RINGING and not self._caller:
+            self._send(MessageType.BUSY)
+            self._end("declined", normal=True)
+
+    def hang_up(self, now: float, reason: str = "") -> None:
+        if self.state in (State.CALLING, State.RINGING, State.CONNECTED):
+            self.state = State.HANGING_UP
+            self._hangup_reason = reason
+            self._give_up_at = now + HANGUP_TIMEOUT_S
+            self._send(MessageType.HANGUP, reason=reason)
+            self._retry(now, RETRY_FIRST_S)
+
+    # ---- what comes in -------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """A control message from anyone; never raises on remote bytes."""
+        try:
+            msg = ControlMessage.parse(data)
+        except ParseError:
+            self.messages_invalid += 1
+            return
+        if self.state is State.IDLE and not self._caller:
+            self._on_idle_message(msg, addr, now)
+        elif self.peer is None or _host_port(addr) != _host_port(self.peer) or msg.call_id != self.call_id:
+            self._on_stranger(msg, addr)
+        else:
+            self.heard_from_peer(now)
+            self._on_peer_message(msg, now)
+
+    def heard_from_peer(self, now: float) -> None:
+        """Any packet from the peer, media included: the peer is alive."""
+        self._last_heard = now
+        if self._silent and self.state is State.CONNECTED:
+            self._silent = False
+            self._events.append(PeerBack())
+
+    def _on_idle_message(self, msg: ControlMessage, addr: Address, now: float) -> None:
+        if msg.type is MessageType.INVITE and msg.offer is not None:
+            self.peer, self.call_id, self.remote_offer = addr, msg.call_id, msg.offer
+            self.state = State.RINGING
+            self._last_heard = now
+            self._events.append(IncomingCall(addr, msg.offer))
+            self._send(MessageType.RINGING)
+        elif msg.type is MessageType.HANGUP:  # the end of a call we no longer know: let it finish
+            self._outbox.append((ControlMessage(MessageType.HANGUP_ACK, msg.call_id).serialize(), addr))
+        else:
+            self.messages_foreign += 1
+
+    def _on_stranger(self, msg: ControlMessage, addr: Address) -> None:
+        self.messages_foreign += 1
+        if msg.type is MessageType.INVITE:
+            self._outbox.append((ControlMessage(MessageType.BUSY, msg.call_id).serialize(), addr))
+        elif msg.type is MessageType.HANGUP:
+            self._outbox.append((ControlMessage(MessageType.HANGUP_ACK, msg.call_id).serialize(), addr))
+
+    def _on_peer_message(self, msg: ControlMessage, now: float) -> None:
+        kind = msg.type
+        if kind is MessageType.HANGUP:
+            self._send(MessageType.HANGUP_ACK)
+            if self.state is not State.ENDED:
+                self._end("remote hung up", normal=True)
+        elif kind is MessageType.HANGUP_ACK:
+            if self.state is State.HANGING_UP:
+                self._end("hung up", normal=True)
+        elif self._caller:
+            self._on_answer(msg, now)
+        elif kind is MessageType.INVITE:  # our answer was lost, or the caller is still waiting
+            if self.state is State.RINGING:
+                self._send(MessageType.RINGING)
+            elif self.state is State.CONNECTED:
+                self._send(MessageType.ACCEPT, offer=self.offer)
+
+    def _on_answer(self, msg: ControlMessage, now: float) -> None:
+        if self.state not in (State.CALLING, State.RINGING):
+            return
+        if msg.type is MessageType.RINGING and self.state is State.CALLING:
+            self.state = State.RINGING
+            self._give_up_at = now + RING_TIMEOUT_S
+            self._events.append(Ringing())
+        elif msg.type is MessageType.ACCEPT and msg.offer is not None:
+            self.remote_offer = msg.offer
+            self._connect(now)
+        elif msg.type is MessageType.BUSY:
+            self._end("busy", normal=False)
+
+    def _connect(self, now: float) -> None:
+        assert self.peer is not None and self.remote_offer is not None
+        self.state = State.CONNECTED
+        self._retry_at = self._give_up_at = None
+        self._last_heard = now
+        self._events.append(Connected(self.peer, self.remote_offer))
+
+    # ---- timers --------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        times = [t for t in (self._retry_at, self._give_up_at) if t is not None]
+        if self.state is State.CONNECTED:
+            times.append(self._last_heard + (self.timeout_s if self._silent else SILENT_AFTER_S))
+        return min(times, default=None)
+
+    def handle_deadline(self, now: float) -> None:
+        if self._give_up_at is not None and now >= self._give_up_at:
+            if self.state is State.HANGING_UP:
+                self._end("hung up", normal=True)  # no acknowledgement: the peer may be gone
+            else:
+                self._end("no answer", normal=False)
+            return
+        if self._retry_at is not None and now >= self._retry_at:
+            if self.state in (State.CALLING, State.RINGING):
+                self._send(MessageType.INVITE, offer=self.offer)
+            elif self.state is State.HANGING_UP:
+                self._send(MessageType.HANGUP, reason=self._hangup_reason)
+            self._retry(now, min(self._retry_interval * 2, RETRY_MAX_S))
+        if self.state is State.CONNECTED:
+            quiet = now - self._last_heard
+            if quiet >= self.timeout_s:
+                self._end(f"peer timeout: nothing heard for {quiet:.0f} s", normal=False)
+            elif quiet >= SILENT_AFTER_S and not self._silent:
+                self._silent = True
+                self._events.append(PeerSilent(quiet))
+
+    def _retry(self, now: float, interval: float) -> None:
+        self._retry_interval = interval
+        self._retry_at = now + interval
+
+    # ---- output --------------------------------------------------------------------------
+
+    def _send(self, kind: MessageType, offer: Offer | None = None, reason: str = "") -> None:
+        assert self.peer is not None
+        self._outbox.append((ControlMessage(kind, self.call_id, offer, reason).serialize(), self.peer))
+
+    def _end(self, reason: str, normal: bool) -> None:
+        self.state = State.ENDED
+        self._retry_at = self._give_up_at = None
+        self._events.append(CallEnded(reason, normal))
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> ControlEvent | None:
+        return self._events.popleft() if self._events else None
+
+    @property
+    def connected(self) -> bool:
+        return self.state is State.CONNECTED
+
+    @property
+    def ended(self) -> bool:
+        return self.state is State.ENDED
+
+
+def _host_port(addr: Address) -> tuple[str, int]:
+    return addr[0], addr[1]

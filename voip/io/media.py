@@ -1,0 +1,77 @@
+"""What a command reads and where its received audio goes: files and devices, opened together."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from voip.errors import VoipError
+from voip.io.audio import Microphone, Speaker, find_device
+from voip.io.files import Sink, Source, open_sink, open_source
+from voip.io.loop import Endpoint
+from voip.session import Session
+from voip.stats import StreamStats
+
+
+@dataclass
+class AudioIO:
+    """What a command reads and where its received audio goes: files and devices."""
+
+    source: Source | None = None
+    mic: Microphone | None = None
+    sinks: list[Sink] = field(default_factory=list)
+    speaker: Speaker | None = None
+
+    @property
+    def input_description(self) -> str:
+        if self.mic is not None:
+            return self.mic.description
+        return self.source.description if self.source is not None else "-"
+
+    @property
+    def output_description(self) -> str:
+        names = [self.speaker.description] if self.speaker else []
+        return ", ".join(names + [sink.description for sink in self.sinks]) or "-"
+
+    def endpoint(self, session: Session, sock: socket.socket, **extra: Any) -> Endpoint:
+        return Endpoint(
+            session, sock, source=self.source, sinks=self.sinks, mic=self.mic, speaker=self.speaker, **extra
+        )
+
+    def device_counters(self, stats: StreamStats) -> StreamStats:
+        return dataclasses.replace(
+            stats,
+            input_overflows=self.mic.input_overflows if self.mic else 0,
+            output_underflows=self.speaker.output_underflows if self.speaker else 0,
+        )
+
+    def close(self) -> None:
+        for part in (self.mic, self.speaker, self.source, *self.sinks):
+            if part is not None:
+                part.close()
+
+
+def open_audio(source_spec: str | None, sink_specs: list[str], frame_samples: int) -> AudioIO:
+    """Open everything or nothing: on an error, what was opened is closed again."""
+    io = AudioIO()
+    try:
+        if source_spec is not None:
+            kind, _, name = source_spec.partition(":")
+            if kind == "mic":
+                io.mic = Microphone(find_device(name, "input"), frame_samples)
+            else:
+                io.source = open_source(source_spec)
+        for spec in sink_specs:
+            kind, _, name = spec.partition(":")
+            if kind != "speaker":
+                io.sinks.append(open_sink(spec))
+            elif io.speaker is not None:
+                raise VoipError("one speaker per stream; add file sinks with more --out options")
+            else:
+                io.speaker = Speaker(find_device(name, "output"), frame_samples)
+    except BaseException:
+        io.close()
+        raise
+    return io
