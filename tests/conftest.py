@@ -55,9 +55,10 @@ def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
     return float(pesq(16000, ref16, deg16, "wb"))
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

@@ -138,6 +138,11 @@ class Session:
         self._expected_loss = 0.0
 
     @property
+    def first_send(self) -> float | None:
+        """When the first audio packet was sent."""
+        return self._first_send
+
+    @property
     def codec_delay_samples(self) -> int:
         """Encoder lookahead: part of the mouth-to-ear delay that no buffer can remove."""
         return int(getattr(self._encoder, "lookahead_samples", 0))
@@ -146,6 +151,8 @@ class Session:
 
     def send_audio(self, pcm: Pcm, now: float) -> None:
         """Encode and packetize whole frames; a partial frame waits for the next call."""
+        if self.control is not None and self.remote is None and not self._follow_call():
+            return  # a call that is not connected (yet, or any more) sends no audio
         n = self.frame_samples
         if len(pcm) == n and not len(self._input):  # the usual case: one whole frame
             self._send_frame(pcm, now)
@@ -189,12 +196,12 @@ class Session:
             self.control.receive_datagram(data, addr, now)
             self._follow_call()
             return
+        not_connected = self.control is not None and self.remote is None and not self._follow_call()
+        if not_connected or (self.remote is not None and _host_port(addr) != _host_port(self.remote)):
+            self._media_foreign += 1  # a stranger's packet, junk or not, is dropped unread
+            return
         if not is_rtp_or_rtcp(data):
             self.packets_invalid += 1
-            return
-        not_connected = self.control is not None and self.remote is None
-        if not_connected or (self.remote is not None and _host_port(addr) != _host_port(self.remote)):
-            self._media_foreign += 1
             return
         try:
             if is_rtcp(data):
@@ -209,13 +216,17 @@ class Session:
         if self.remote is None and self.remote_ssrc is not None:
             self.remote = addr
 
-    def _follow_call(self) -> None:
-        """Once the call connects, media goes to the peer, and only the peer's announced stream is played."""
+    def _follow_call(self) -> bool:
+        """Once the call connects (by a message, or by our user picking up), media goes to the
+        peer, and only the stream the peer announced is played. Returns whether connected."""
         control = self.control
-        if control is not None and control.connected and self.remote is None and control.remote_offer is not None:
+        if control is None or not control.connected or control.remote_offer is None:
+            return False
+        if self.remote is None:
             self.remote = control.peer
             self._expected_ssrc = control.remote_offer.ssrc
             self._receive_payload_type = control.remote_offer.payload_type
+        return True
 
     @property
     def packets_foreign(self) -> int:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from voip import __version__
+from voip.cli.call import run_call, run_listen
 from voip.cli.options import (
     DEFAULT_PORT,
     SOURCES,
@@ -15,6 +16,7 @@ from voip.cli.options import (
     add_network_options,
     add_out_option,
     add_run_options,
+    positive_seconds,
 )
 from voip.cli.streams import run_devices, run_loopback, run_receive, run_send
 from voip.codec import CodecError
@@ -101,6 +103,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(loopback)
     loopback.set_defaults(handler=run_loopback)
 
+    call = commands.add_parser(
+        "call",
+        help="call a machine running `voip listen`",
+        description="Call HOST[:PORT] (port 5004), where `voip listen` waits, and talk: full duplex, "
+        "microphone and speaker by default, or files with --in/--out. Shows calling, ringing, "
+        "connected, then a live status line; Ctrl-C hangs up. Exit code 0 when either side hung up, "
+        "1 for no answer, busy, declined or a peer that went silent past --timeout.",
+    )
+    call.add_argument("destination", metavar="HOST[:PORT]", help="IPv4 or IPv6 address or name; [v6]:port")
+    _add_call_options(call)
+    call.set_defaults(handler=run_call)
+
+    listen = commands.add_parser(
+        "listen",
+        help="wait for calls and answer them",
+        description="Wait for `voip call`, one call at a time; while in a call, other callers hear busy. "
+        "Asks on the terminal whether to answer, unless --auto-answer.",
+    )
+    listen.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
+    listen.add_argument("--bind", default="::", help="local address (default ::, which takes IPv6 and IPv4)")
+    listen.add_argument("--once", action="store_true", help="exit after one call (with its exit code)")
+    listen.add_argument("--auto-answer", action="store_true", help="answer every call without asking")
+    _add_call_options(listen)
+    listen.set_defaults(handler=run_listen)
+
     devices = commands.add_parser(
         "devices",
         help="list audio devices",
@@ -109,3 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     devices.set_defaults(handler=run_devices)
     return parser
+
+
+def _add_call_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--in", dest="source", default="mic", metavar="SOURCE", help=f"{SOURCES} (default mic)")
+    add_out_option(parser, default="speaker")
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=30.0,
+        help="end the call when nothing came from the peer for this long (default 30 s; 'peer silent' shows after 5 s)",
+    )
+    add_codec_options(parser)
+    add_network_options(parser)
+    add_run_options(parser)

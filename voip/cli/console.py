@@ -54,8 +54,8 @@ def status_fields(s: StreamStats) -> str:
     )
 
 
-def summary(title: str, stats: StreamStats, args: argparse.Namespace) -> None:
-    values = dataclasses.asdict(stats)
+def summary(title: str, stats: StreamStats, args: argparse.Namespace, extra: dict[str, object] | None = None) -> None:
+    values = {**dataclasses.asdict(stats), **(extra or {})}
     if args.stats_json:
         write_text(args.stats_json, json.dumps(values, indent=2) + "\n")
     if args.quiet:

@@ -39,11 +39,15 @@ def resolve(host: str, port: int) -> tuple[socket.AddressFamily, Address]:
     return family, (str(sockaddr[0]), int(sockaddr[1]))
 
 
-def open_socket(bind_host: str, port: int, family: socket.AddressFamily | None = None) -> socket.socket:
+def open_socket(
+    bind_host: str, port: int, family: socket.AddressFamily | None = None, dual_stack: bool = False
+) -> socket.socket:
     """A non-blocking UDP socket; one clear VoipError for the usual failures."""
     if family is None:
         family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
+    if dual_stack:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     try:
         sock.bind((bind_host, port))
     except OSError as exc:
@@ -56,3 +60,15 @@ def open_socket(bind_host: str, port: int, family: socket.AddressFamily | None =
         raise VoipError(f"cannot bind {where}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock
+
+
+def open_listening_socket(bind_host: str, port: int) -> socket.socket:
+    """Like open_socket; "::" listens on IPv6 and IPv4 both (falls back to 0.0.0.0 without IPv6)."""
+    if bind_host != "::":
+        return open_socket(bind_host, port)
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    except OSError:
+        return open_socket("0.0.0.0", port)
+    probe.close()
+    return open_socket(bind_host, port, socket.AF_INET6, dual_stack=True)

@@ -1,0 +1,240 @@
+"""Calls between real processes: 127.0.0.1, ::1, and two network namespaces made for the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import Processes, free_udp_port, load_48k, pesq_wb, run_voip, voip_command
+from voip.rtcp import Bye, serialize_compound
+
+SPEECH_A = str(Path(__file__).resolve().parent.parent / "voip" / "data" / "speech.wav")
+SENTENCE_B = "Please call me back when you have a moment. Bring a warm coat, it is cold and windy."
+
+
+@pytest.fixture(scope="session")
+def speech_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second voice sample, so that crossed channels cannot pass for the right ones."""
+    path = tmp_path_factory.mktemp("speech") / "b.wav"
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing (scripts/setup --test installs it)")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), SENTENCE_B], check=True)
+    return path
+
+
+def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 15.0) -> str:
+    """Read the process's stderr until a line containing `text` (the listener says what it does)."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if text in line:
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"no line with {text!r} from the process")
+
+
+def _listener(processes: Processes, host: str, port: int, *extra: str, prefix: tuple[str, ...] = ()):
+    proc = processes.start(
+        [*prefix, *voip_command("listen", "--once", "--auto-answer", "--bind", host, "--port", str(port), *extra)]
+    )
+    _wait_for_line(proc, "listening on")
+    return proc
+
+
+def _talk_both_ways(tmp_path, speech, speech_b, processes, host, call_host, prefix=()):
+    port = free_udp_port(host) if not prefix else 5004
+    got_a, got_b = tmp_path / "got_a.wav", tmp_path / "got_b.wav"
+    rx, tx = tmp_path / "listener.json", tmp_path / "caller.json"
+    listener = _listener(
+        processes, host, port, "--in", SPEECH_A, "--out", str(got_b), "--stats-json", str(rx), prefix=prefix
+    )
+    target = f"[{call_host}]:{port}" if ":" in call_host else f"{call_host}:{port}"
+    call = voip_command("call", target, "--in", str(speech_b), "--out", str(got_a), "--duration", "8")
+    caller = subprocess.run(
+        [*prefix, *call, "--stats-json", str(tx)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    listener_out, listener_err = listener.communicate(timeout=30)
+    assert caller.returncode == 0, caller.stderr
+    assert listener.returncode == 0, listener_err
+    score_a = pesq_wb(speech, load_48k(got_a))
+    score_b = pesq_wb(load_48k(speech_b), load_48k(got_b))
+    print(f"PESQ-WB listener->caller {score_a:.2f}, caller->listener {score_b:.2f}")
+    assert score_a >= 3.5 and score_b >= 3.5
+    for stats_path, out in ((tx, caller.stdout), (rx, listener_out)):
+        stats = json.loads(stats_path.read_text())
+        assert stats["rtt_ms"] is not None and stats["packets_received"] > 300
+        assert "rtt_ms" in out
+    return json.loads(tx.read_text())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_call_carries_speech_both_ways(tmp_path, speech, speech_b, processes: Processes, host):
+    stats = _talk_both_ways(tmp_path, speech, speech_b, processes, host, host)
+    assert stats["packets_foreign"] == 0 and stats["packets_lost"] == 0
+
+
+class Namespaces:
+    """Two network namespaces joined by a veth pair, with addresses only they know; removed at the end."""
+
+    def __init__(self) -> None:
+        tag = f"{os.getpid() % 100000}"
+        self.names = (f"voip-a-{tag}", f"voip-b-{tag}")
+        self.addresses = ("10.213.0.1", "10.213.0.2")
+
+    def __enter__(self) -> Namespaces:
+        a, b = self.names
+        commands = [
+            ["ip", "netns", "add", a],
+            ["ip", "netns", "add", b],
+            ["ip", "link", "add", "veth-voip-a", "netns", a, "type", "veth", "peer", "veth-voip-b", "netns", b],
+        ]
+        for name, veth, address in ((a, "veth-voip-a", self.addresses[0]), (b, "veth-voip-b", self.addresses[1])):
+            commands += [
+                ["ip", "-n", name, "addr", "add", f"{address}/24", "dev", veth],
+                ["ip", "-n", name, "link", "set", veth, "up"],
+                ["ip", "-n", name, "link", "set", "lo", "up"],
+            ]
+        try:
+            for command in commands:
+                subprocess.run(command, check=True, capture_output=True, text=True, timeout=10)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.names:  # deleting a namespace removes its end of the veth pair too
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+    def run_in(self, index: int) -> tuple[str, ...]:
+        return ("ip", "netns", "exec", self.names[index])
+
+
+def _can_make_namespaces() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if shutil.which("ip") is None:
+        return "needs the ip command (iproute2)"
+    return None
+
+
+@pytest.mark.skipif(_can_make_namespaces() is not None and not os.environ.get("CI"), reason=str(_can_make_namespaces()))
+def test_a_call_between_two_network_namespaces(tmp_path, speech, speech_b, processes: Processes):
+    with Namespaces() as net:
+        # the listener runs in namespace b, the caller in a; each sees only the other's address
+        listener_prefix = net.run_in(1)
+        port = 5004
+        got_a, got_b = tmp_path / "got_a.wav", tmp_path / "got_b.wav"
+        listener = _listener(
+            processes, net.addresses[1], port, "--in", SPEECH_A, "--out", str(got_b), prefix=listener_prefix
+        )
+        try:
+            call = voip_command("call", f"{net.addresses[1]}:{port}", "--in", str(speech_b), "--out", str(got_a))
+            caller = subprocess.run(
+                [*net.run_in(0), *call, "--duration", "8"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            listener.communicate(timeout=30)
+        finally:
+            if listener.poll() is None:
+                os.killpg(listener.pid, signal.SIGKILL)
+                listener.wait(timeout=10)
+        assert caller.returncode == 0, caller.stderr
+        assert listener.returncode == 0
+        assert f"connected to {net.addresses[1]}:{port}" in caller.stderr
+        assert pesq_wb(speech, load_48k(got_a)) >= 3.5
+        assert pesq_wb(load_48k(speech_b), load_48k(got_b)) >= 3.5
+
+
+def test_calling_where_nothing_listens_is_no_answer():
+    port = free_udp_port()
+    started = time.monotonic()
+    result = run_voip("call", f"127.0.0.1:{port}", "--in", "silence", "--out", "null")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "voip: call ended: no answer"
+    assert 9.0 < time.monotonic() - started < 20.0
+
+
+def test_a_listener_killed_mid_call_shows_silent_then_times_out(processes: Processes):
+    port = free_udp_port()
+    listener = _listener(processes, "127.0.0.1", port, "--in", "tone:440", "--out", "null")
+    caller = processes.start(
+        voip_command("call", f"127.0.0.1:{port}", "--in", "tone:880", "--out", "null", "--timeout", "7")
+    )
+    _wait_for_line(caller, "connected to")
+    time.sleep(1.0)
+    os.killpg(listener.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    _wait_for_line(caller, "peer silent for 5 s")
+    silent_after = time.monotonic() - killed
+    _, err = caller.communicate(timeout=30)
+    ended_after = time.monotonic() - killed
+    assert caller.returncode == 1
+    assert 4.0 < silent_after < 7.0 and 6.0 < ended_after < 12.0
+    assert err.strip().splitlines()[-1] == "voip: call ended: peer timeout: nothing heard for 7 s"
+
+
+def test_junk_and_a_forged_bye_from_a_stranger_do_not_disturb_the_call(tmp_path, processes: Processes):
+    port = free_udp_port()
+    stats = tmp_path / "listener.json"
+    listener = _listener(processes, "127.0.0.1", port, "--in", "tone:440", "--out", "null", "--stats-json", str(stats))
+    caller = processes.start(
+        voip_command("call", f"127.0.0.1:{port}", "--in", "tone:880", "--out", "null", "--duration", "4")
+    )
+    caller_ssrc = int(_wait_for_line(listener, "incoming call from").split("SSRC ")[1].rstrip(")\n"), 16)
+    _wait_for_line(listener, "connected to")
+    rng = np.random.default_rng(7)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        for size in rng.integers(1, 300, size=200):  # bounded: 200 datagrams
+            stranger.sendto(rng.bytes(int(size)), ("127.0.0.1", port))
+        stranger.sendto(serialize_compound([Bye((caller_ssrc,), b"forged")]), ("127.0.0.1", port))
+        stranger.sendto(b"vC\x01\x05" + bytes(8) + b"\x00", ("127.0.0.1", port))  # a HANGUP for no call
+    _, caller_err = caller.communicate(timeout=30)
+    listener_out, listener_err = listener.communicate(timeout=30)
+    assert caller.returncode == 0 and listener.returncode == 0, caller_err + listener_err
+    assert "call ended: remote hung up" in listener_out  # by the caller at --duration, not by the forgery
+    values = json.loads(stats.read_text())
+    assert values["packets_foreign"] >= 195  # all but the odd datagram that looked like our control magic
+    assert values["packets_received"] > 150  # 4 s of 20 ms packets: the call went on to the end
+
+
+def test_ctrl_c_hangs_up_and_the_other_side_hears_it_at_once(processes: Processes):
+    port = free_udp_port()
+    listener = _listener(processes, "127.0.0.1", port, "--in", "tone:440", "--out", "null")
+    caller = processes.start(voip_command("call", f"127.0.0.1:{port}", "--in", "tone:880", "--out", "null"))
+    _wait_for_line(caller, "connected to")
+    time.sleep(1.0)
+    os.kill(caller.pid, signal.SIGINT)
+    interrupted = time.monotonic()
+    listener_out, _ = listener.communicate(timeout=10)
+    heard_after = time.monotonic() - interrupted
+    caller_out, _ = caller.communicate(timeout=10)
+    assert caller.returncode == 0 and listener.returncode == 0
+    assert heard_after < 1.0, heard_after
+    assert "call ended: remote hung up" in listener_out and "call ended: hung up" in caller_out
+
+
+def test_a_restarted_listener_can_be_called_again_at_once(processes: Processes):
+    port = free_udp_port()
+    for _ in range(2):
+        listener = _listener(processes, "127.0.0.1", port, "--in", "tone:440", "--out", "null")
+        result = run_voip("call", f"127.0.0.1:{port}", "--in", "tone:880", "--out", "null", "--duration", "1")
+        assert result.returncode == 0, result.stderr
+        listener.communicate(timeout=10)
+        assert listener.returncode == 0

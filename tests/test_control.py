@@ -1,0 +1,196 @@
+"""Call control on a fake clock: two state machines exchange bytes; the test decides what arrives."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from voip.control import (
+    CallControl,
+    CallEnded,
+    Connected,
+    ControlMessage,
+    IncomingCall,
+    MessageType,
+    Offer,
+    PeerBack,
+    PeerSilent,
+    Ringing,
+    State,
+    is_control,
+)
+from voip.errors import ParseError
+from voip.rtp import is_rtp_or_rtcp
+
+CALLER = ("127.0.0.1", 40000)
+LISTENER = ("127.0.0.1", 5004)
+STRANGER = ("127.0.0.1", 40001)
+OFFER = Offer(ssrc=0x11223344, payload_type=111, frame_ms=20, bitrate=24000, fec=True, dtx=False)
+ANSWER = Offer(ssrc=0x55667788, payload_type=111, frame_ms=20, bitrate=32000, fec=False, dtx=True)
+
+
+def events(control: CallControl) -> list[object]:
+    return list(iter(control.next_event, None))
+
+
+def deliver(sender: CallControl, receiver: CallControl, source: tuple[str, int], now: float, drop: bool = False) -> int:
+    """Move what `sender` has queued to `receiver` (or lose it); returns how many messages."""
+    out = sender.datagrams_to_send()
+    if not drop:
+        for data, _ in out:
+            receiver.receive_datagram(data, source, now)
+    return len(out)
+
+
+def pair() -> tuple[CallControl, CallControl]:
+    return CallControl(OFFER, random.Random(1)), CallControl(ANSWER, random.Random(2), timeout_s=30.0)
+
+
+def test_messages_round_trip_and_stay_out_of_rtp_space():
+    for message in (
+        ControlMessage(MessageType.INVITE, 2**64 - 1, OFFER),
+        ControlMessage(MessageType.ACCEPT, 7, ANSWER),
+        ControlMessage(MessageType.RINGING, 1),
+        ControlMessage(MessageType.BUSY, 1),
+        ControlMessage(MessageType.HANGUP, 3, reason="bye now"),
+        ControlMessage(MessageType.HANGUP_ACK, 3),
+    ):
+        data = message.serialize()
+        assert ControlMessage.parse(data) == message
+        assert is_control(data) and not is_rtp_or_rtcp(data)
+        assert not 128 <= data[0] <= 191  # RFC 7983: the RTP/RTCP range
+        for cut in range(len(data)):
+            with pytest.raises(ParseError):
+                ControlMessage.parse(data[:cut])
+        with pytest.raises(ParseError):
+            ControlMessage.parse(data + b"x")
+
+
+@given(st.binary(max_size=64))
+def test_random_bytes_are_counted_never_raised(data: bytes):
+    control = CallControl(OFFER, random.Random(0))
+    control.receive_datagram(b"vC" + data, STRANGER, 0.0)
+    assert control.state in (State.IDLE, State.RINGING)
+
+
+def test_call_rings_connects_and_hangs_up_with_acknowledgement():
+    caller, listener = pair()
+    caller.call(LISTENER, 0.0)
+    assert deliver(caller, listener, CALLER, 0.001) == 1
+    assert events(listener) == [IncomingCall(CALLER, OFFER)]
+    deliver(listener, caller, LISTENER, 0.002)
+    assert events(caller) == [Ringing()] and caller.state is State.RINGING
+    listener.accept(1.0)
+    assert events(listener) == [Connected(CALLER, OFFER)]
+    deliver(listener, caller, LISTENER, 1.001)
+    assert events(caller) == [Connected(LISTENER, ANSWER)]
+    caller.hang_up(5.0, "done")
+    assert deliver(caller, listener, CALLER, 5.001) == 1
+    assert events(listener) == [CallEnded("remote hung up", normal=True)]
+    deliver(listener, caller, LISTENER, 5.002)  # HANGUP_ACK
+    assert events(caller) == [CallEnded("hung up", normal=True)] and caller.ended
+
+
+def test_invite_is_repeated_with_backoff_and_a_lost_accept_is_answered_again():
+    caller, listener = pair()
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0, drop=True)
+    sent_at = []
+    now = 0.0
+    while now < 4.0:
+        now = caller.next_deadline() or 99.0
+        caller.handle_deadline(now)
+        if caller.datagrams_to_send():
+            sent_at.append(round(now, 3))
+    assert sent_at[:4] == [0.25, 0.75, 1.75, 3.75]  # 250 ms, doubling
+    # the listener picks up, but its RINGING and ACCEPT are lost
+    listener.receive_datagram(ControlMessage(MessageType.INVITE, caller.call_id, OFFER).serialize(), CALLER, now)
+    listener.accept(now)
+    deliver(listener, caller, LISTENER, now, drop=True)
+    assert caller.state is State.CALLING
+    retry = caller.next_deadline()
+    assert retry is not None
+    caller.handle_deadline(retry)
+    deliver(caller, listener, CALLER, retry)  # the repeated INVITE ...
+    deliver(listener, caller, LISTENER, retry)  # ... is answered with ACCEPT again
+    assert caller.connected
+
+
+def test_nobody_there_is_no_answer_after_ten_seconds():
+    caller = CallControl(OFFER, random.Random(1))
+    caller.call(LISTENER, 0.0)
+    now = 0.0
+    while not caller.ended:
+        deadline = caller.next_deadline()
+        assert deadline is not None
+        now = deadline
+        caller.handle_deadline(now)
+        caller.datagrams_to_send()
+    assert now == pytest.approx(10.0)
+    assert events(caller) == [CallEnded("no answer", normal=False)]
+
+
+def test_a_second_caller_hears_busy_and_cannot_disturb_the_call():
+    caller, listener = pair()
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0)
+    listener.accept(0.1)
+    deliver(listener, caller, LISTENER, 0.1)
+    assert caller.connected and listener.connected
+    intruder = CallControl(OFFER, random.Random(3))
+    intruder.call(LISTENER, 1.0)
+    deliver(intruder, listener, STRANGER, 1.0)
+    for data, addr in listener.datagrams_to_send():
+        assert addr == STRANGER
+        intruder.receive_datagram(data, LISTENER, 1.001)
+    assert events(intruder)[-1] == CallEnded("busy", normal=False)
+    # a forged hang-up from the stranger's address, even with the right call id, changes nothing
+    forged = ControlMessage(MessageType.HANGUP, caller.call_id, reason="forged").serialize()
+    listener.receive_datagram(forged, STRANGER, 1.5)
+    assert listener.connected and listener.messages_foreign == 2
+
+
+def test_silence_shows_then_times_out_and_a_packet_brings_the_peer_back():
+    caller, listener = pair()
+    listener.timeout_s = 12.0
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0)
+    listener.accept(0.0)
+    events(listener)
+    listener.heard_from_peer(1.0)
+    assert listener.next_deadline() == pytest.approx(6.0)
+    listener.handle_deadline(6.0)
+    assert events(listener) == [PeerSilent(5.0)]
+    listener.heard_from_peer(7.0)
+    assert events(listener) == [PeerBack()]
+    listener.handle_deadline(12.0)
+    listener.handle_deadline(12.0)
+    assert events(listener) == [PeerSilent(5.0)]
+    deadline = listener.next_deadline()
+    assert deadline == pytest.approx(19.0)
+    listener.handle_deadline(deadline)
+    assert events(listener) == [CallEnded("peer timeout: nothing heard for 12 s", normal=False)]
+
+
+def test_unacknowledged_hang_up_still_ends_and_a_listener_acks_unknown_hang_ups():
+    caller, listener = pair()
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0)
+    listener.accept(0.0)
+    deliver(listener, caller, LISTENER, 0.0)
+    caller.hang_up(1.0)
+    repeats = 0
+    while not caller.ended:
+        deadline = caller.next_deadline()
+        assert deadline is not None
+        caller.handle_deadline(deadline)
+        repeats += len(caller.datagrams_to_send())
+    assert repeats >= 3 and events(caller)[-1] == CallEnded("hung up", normal=True)
+    fresh = CallControl(ANSWER, random.Random(5))  # a listener restarted after the call
+    fresh.receive_datagram(ControlMessage(MessageType.HANGUP, 99).serialize(), CALLER, 2.0)
+    ((ack, addr),) = fresh.datagrams_to_send()
+    assert ControlMessage.parse(ack).type is MessageType.HANGUP_ACK and addr == CALLER
+    assert fresh.state is State.IDLE

@@ -1,0 +1,232 @@
+"""The call commands: `voip call HOST` and `voip listen`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import queue
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from voip.cli.console import StatusLine, info, level_meter, show, status_fields, summary
+from voip.cli.options import DEFAULT_PORT, frame_samples, session_config, simulator
+from voip.control import (
+    CallControl,
+    CallEnded,
+    Connected,
+    IncomingCall,
+    Offer,
+    PeerBack,
+    PeerSilent,
+    Ringing,
+    State,
+)
+from voip.errors import VoipError
+from voip.io.files import SilenceSource
+from voip.io.loop import MediaLoop
+from voip.io.media import AudioIO, open_audio
+from voip.io.udp import open_listening_socket, open_socket, parse_host_port, resolve
+from voip.session import Session
+
+
+def run_call(args: argparse.Namespace) -> int:
+    started = time.monotonic()  # after interpreter start-up and imports: what call setup costs us
+    host, port = parse_host_port(args.destination, DEFAULT_PORT)
+    family, peer = resolve(host, port)
+    io = open_audio(args.source, args.out or [args.default_out], frame_samples(args))
+    try:
+        sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
+        try:
+            session = _call_session(args)
+            assert session.control is not None
+            session.control.call(peer, time.monotonic())
+            info(f"calling {show(peer)}", args.quiet)
+            return _finish(_converse(args, io, sock, session, answerer=None, started=started))
+        finally:
+            sock.close()
+    finally:
+        io.close()
+
+
+def run_listen(args: argparse.Namespace) -> int:
+    if not args.auto_answer and not sys.stdin.isatty():
+        raise VoipError("voip listen asks on the terminal whether to answer; without one, use --auto-answer")
+    sock = open_listening_socket(args.bind, args.port)
+    answerer = _Answerer(args.auto_answer)
+    try:
+        info(f"listening on {show(sock.getsockname())}", args.quiet)
+        while True:
+            io = open_audio(args.source, args.out or [args.default_out], frame_samples(args))
+            try:
+                outcome = _converse(args, io, sock, _call_session(args), answerer)
+            finally:
+                io.close()
+            if args.once or outcome.ended.reason == "interrupted":
+                return _finish(outcome)
+            info("listening for the next call", args.quiet)
+    finally:
+        sock.close()
+
+
+def _call_session(args: argparse.Namespace) -> Session:
+    rng = random.Random()
+    config = session_config(args)
+    session = Session(config, rng, time.monotonic())
+    opus = config.opus
+    offer = Offer(session.ssrc, config.payload_type, opus.frame_ms, opus.bitrate, opus.fec, opus.dtx)
+    session.control = CallControl(offer, rng, timeout_s=args.timeout)
+    return session
+
+
+@dataclasses.dataclass
+class _Outcome:
+    ended: CallEnded
+    connected: bool
+
+
+def _converse(
+    args: argparse.Namespace,
+    io: AudioIO,
+    sock: socket.socket,
+    session: Session,
+    answerer: _Answerer | None,
+    started: float | None = None,
+) -> _Outcome:
+    """Run one call to its end: ringing, connected, hung up by either side, or failed."""
+    control = session.control
+    assert control is not None
+    endpoint = io.endpoint(session, sock, network=simulator(args))
+    endpoint.source = None  # a file starts playing when the call connects, not while it rings
+    status = StatusLine(args.quiet)
+    connected_at: float | None = None
+    ended: CallEnded | None = None
+    setup_ms: float | None = None
+
+    def on_tick(now: float) -> None:
+        nonlocal connected_at, ended, setup_ms
+        for event in iter(session.next_event, None):
+            if isinstance(event, IncomingCall):
+                status.clear()
+                info(f"incoming call from {show(event.peer)} (SSRC {event.offer.ssrc:#010x})", args.quiet)
+                if answerer is not None:
+                    answerer.incoming(event, control, now)
+            elif isinstance(event, Ringing):
+                info("ringing", args.quiet)
+            elif isinstance(event, Connected):
+                connected_at = now
+                endpoint.source = io.source
+                status.clear()
+                info(f"connected to {show(event.peer)}", args.quiet)
+            elif isinstance(event, PeerSilent):
+                status.clear()
+                info(f"peer silent for {event.seconds:.0f} s", args.quiet)
+            elif isinstance(event, PeerBack):
+                status.clear()
+                info("peer is back", args.quiet)
+            elif isinstance(event, CallEnded):
+                ended = event
+        if answerer is not None:
+            answerer.poll(now)
+        if started is not None and setup_ms is None and session.first_send is not None:
+            setup_ms = (session.first_send - started) * 1000.0
+        if connected_at is not None and ended is None:
+            talk = f"{int(now - connected_at) // 60:02d}:{int(now - connected_at) % 60:02d}"
+            status.show(now, f"{talk}  {level_meter(io.mic)}" + status_fields(session.stats(now)))
+
+    def should_stop(now: float) -> bool:
+        nonlocal ended
+        if ended is not None:
+            return True
+        if connected_at is not None:
+            if args.duration is not None:
+                if now >= connected_at + args.duration:
+                    session.hang_up(now)
+                elif endpoint.source_done:  # the file ended early: silence until the duration (DESIGN.md 1)
+                    endpoint.source, endpoint.source_done = SilenceSource(), False
+            elif endpoint.source_done:
+                session.hang_up(now)
+        if interrupted.is_set():
+            if control.state is State.IDLE:  # a listener between calls
+                ended = CallEnded("interrupted", normal=True)
+                return True
+            session.hang_up(now)
+        return False
+
+    loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick)
+    with _first_interrupt_sets() as interrupted:
+        loop.run(should_stop)
+    status.clear()
+    assert ended is not None
+    if connected_at is not None:
+        stats = io.device_counters(session.stats(time.monotonic()))
+        summary(f"call ended: {ended.reason}", stats, args, extra={"call_setup_ms": setup_ms})
+    elif ended.normal and ended.reason != "interrupted":
+        info(f"call ended: {ended.reason}", args.quiet)  # (otherwise the reason is the error line)
+    return _Outcome(ended, connected_at is not None)
+
+
+def _finish(outcome: _Outcome) -> int:
+    if not outcome.ended.normal:
+        raise VoipError(f"call ended: {outcome.ended.reason}")
+    return 0
+
+
+class _Answerer:
+    """Picks up at once (--auto-answer), or asks on the terminal without stopping the loop."""
+
+    def __init__(self, auto: bool) -> None:
+        self.auto = auto
+        self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._ringing: CallControl | None = None
+        if not auto:  # one reader for the listener's life: input() would block the loop
+            threading.Thread(target=self._read_lines, daemon=True).start()
+
+    def _read_lines(self) -> None:
+        for line in sys.stdin:
+            self._lines.put(line)
+        self._lines.put("n")  # end of input: decline
+
+    def incoming(self, event: IncomingCall, control: CallControl, now: float) -> None:
+        if self.auto:
+            control.accept(now)
+            return
+        while not self._lines.empty():  # what was typed before the call rang is no answer to it
+            self._lines.get_nowait()
+        print(f"answer the call from {show(event.peer)}? [Y/n] ", end="", file=sys.stderr, flush=True)
+        self._ringing = control
+
+    def poll(self, now: float) -> None:
+        control = self._ringing
+        if control is None or self._lines.empty():
+            return
+        self._ringing = None
+        if control.state is State.RINGING:
+            if self._lines.get_nowait().strip().lower() in ("", "y", "yes"):
+                control.accept(now)
+            else:
+                control.decline(now)
+
+
+@contextmanager
+def _first_interrupt_sets() -> Iterator[threading.Event]:
+    """Ctrl-C once: hang up cleanly (the loop sees the flag). Twice: stop at once."""
+    flag = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
