@@ -122,6 +122,7 @@ def _converse(
             elif isinstance(event, Connected):
                 connected_at = now
                 endpoint.source = io.source
+                loop.tick_now()  # the first frame goes out now, not at the next tick
                 status.clear()
                 info(f"connected to {show(event.peer)}", args.quiet)
             elif isinstance(event, PeerSilent):
@@ -138,7 +139,7 @@ def _converse(
             setup_ms = (session.first_send - started) * 1000.0
         if connected_at is not None and ended is None:
             talk = f"{int(now - connected_at) // 60:02d}:{int(now - connected_at) % 60:02d}"
-            status.show(now, f"{talk}  {level_meter(io.mic)}" + status_fields(session.stats(now)))
+            status.show(now, lambda: f"{talk}  {level_meter(io.mic)}" + status_fields(session.stats(now)))
 
     def should_stop(now: float) -> bool:
         nonlocal ended

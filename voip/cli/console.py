@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from voip.errors import VoipError
@@ -23,10 +24,11 @@ class StatusLine:
         self._last = 0.0
         self._shown = False
 
-    def show(self, now: float, text: str) -> None:
+    def show(self, now: float, text: Callable[[], str]) -> None:
+        """Redraw at most every STATUS_INTERVAL_S; `text` is only built when drawn."""
         if self.enabled and now - self._last >= STATUS_INTERVAL_S:
             self._last = now
-            sys.stderr.write("\r\x1b[K" + text)
+            sys.stderr.write("\r\x1b[K" + text())
             sys.stderr.flush()
             self._shown = True
 
@@ -47,11 +49,15 @@ def level_meter(mic: Microphone | None) -> str:
 
 
 def status_fields(s: StreamStats) -> str:
+    """What we hear (delay, jitter, loss, concealment), the round trip, and what the peer reports hearing."""
     rtt = f"{s.rtt_ms:.1f} ms" if s.rtt_ms is not None else "-"
-    return (
+    line = (
         f"delay {s.buffer_delay_ms:3.0f} ms (target {s.buffer_target_ms:3.0f})  jitter {s.jitter_ms:4.1f} ms  "
         f"loss {s.packets_lost}  concealed {s.concealed_ms:.0f} ms  rtt {rtt}  {s.bitrate_kbps:.1f} kbit/s"
     )
+    if s.remote_fraction_lost is not None and s.remote_jitter_ms is not None:
+        line += f"  | peer hears: loss {s.remote_fraction_lost:.0%} jitter {s.remote_jitter_ms:.1f} ms"
+    return line
 
 
 def summary(title: str, stats: StreamStats, args: argparse.Namespace, extra: dict[str, object] | None = None) -> None:

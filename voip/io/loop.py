@@ -109,8 +109,9 @@ class MediaLoop:
         self.frame_s = frame_samples / SAMPLE_RATE
         self.frame_samples = frame_samples
         self.clock = clock
-        self.on_tick = on_tick
+        self.on_tick = on_tick  # every frame tick, and after packets arrived
         self.start = clock()
+        self._next_tick = self.start
 
     def run(self, should_stop: Callable[[float], bool]) -> None:
         devices = [d for ep in self.endpoints for d in (ep.speaker, ep.mic) if d is not None]
@@ -123,14 +124,15 @@ class MediaLoop:
                 device.stop()
 
     def _run(self, should_stop: Callable[[float], bool], devices: list[Microphone | Speaker]) -> None:
-        next_tick = self.start = self.clock()
+        self._next_tick = self.start = self.clock()
         waitables: list[socket.socket | Microphone | Speaker] = [ep.sock for ep in self.endpoints]
         waitables += devices
         while True:
             now = self.clock()
-            while now >= next_tick:
-                self._tick(next_tick)
-                next_tick += self.frame_s
+            while now >= self._next_tick:
+                tick = self._next_tick
+                self._next_tick += self.frame_s
+                self._tick(tick)
             for ep in self.endpoints:
                 ep.session.handle_deadline(now)
                 ep.transmit(now)
@@ -139,10 +141,16 @@ class MediaLoop:
                     ep.transmit(now)
                     ep.flush_network()
                 return
-            deadline = min([next_tick] + [t for ep in self.endpoints if (t := ep.next_deadline()) is not None])
+            deadline = min([self._next_tick] + [t for ep in self.endpoints if (t := ep.next_deadline()) is not None])
             readable, _, _ = select.select(waitables, [], [], max(0.0, deadline - self.clock()))
             if readable:
                 self._on_readable(readable)
+                if self.on_tick is not None:  # events that came with the packets are seen at once
+                    self.on_tick(self.clock())
+
+    def tick_now(self) -> None:
+        """Start the frame clock over from now: e.g. a call connected and its file should start at once."""
+        self._next_tick = self.clock()
 
     def _on_readable(self, readable: list[socket.socket | Microphone | Speaker]) -> None:
         now = self.clock()
