@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import signal
 import socket
@@ -238,3 +239,37 @@ def test_a_restarted_listener_can_be_called_again_at_once(processes: Processes):
         assert result.returncode == 0, result.stderr
         listener.communicate(timeout=10)
         assert listener.returncode == 0
+
+
+@pytest.mark.parametrize(("reply", "caller_exit"), [("y", 0), ("n", 1)])
+def test_without_auto_answer_the_listener_asks_on_its_terminal(processes: Processes, reply, caller_exit):
+    port = free_udp_port()
+    primary, secondary = pty.openpty()  # the listener's terminal: its stdin is a TTY
+    listener = processes.adopt(
+        subprocess.Popen(
+            voip_command(
+                "listen", "--once", "--bind", "127.0.0.1", "--port", str(port), "--in", "silence", "--out", "null"
+            ),
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    )
+    os.close(secondary)
+    try:
+        _wait_for_line(listener, "listening on")
+        call = ("call", f"127.0.0.1:{port}", "--in", "silence", "--out", "null", "--duration", "1")
+        caller = processes.start(voip_command(*call))
+        _wait_for_line(caller, "ringing")
+        _wait_for_line(listener, "incoming call")
+        time.sleep(0.5)  # the phone rings for a while: the caller keeps waiting
+        os.write(primary, f"{reply}\n".encode())
+        _, caller_err = caller.communicate(timeout=20)
+        listener.communicate(timeout=20)
+    finally:
+        os.close(primary)
+    assert caller.returncode == caller_exit, caller_err
+    if reply == "n":
+        assert caller_err.strip().splitlines()[-1] == "voip: call ended: busy"
