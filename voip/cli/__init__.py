@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from voip import __version__
@@ -24,8 +25,10 @@ from voip.errors import DeviceGone, VoipError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()  # after interpreter start-up and imports: what `call_setup_ms` counts from
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started = started
     try:
         return int(args.handler(args))
     except DeviceGone as exc:

@@ -37,7 +37,6 @@ from voip.session import Session
 
 
 def run_call(args: argparse.Namespace) -> int:
-    started = time.monotonic()  # after interpreter start-up and imports: what call setup costs us
     host, port = parse_host_port(args.destination, DEFAULT_PORT)
     family, peer = resolve(host, port)
     io = open_audio(args.source, args.out or [args.default_out], frame_samples(args))
@@ -48,7 +47,7 @@ def run_call(args: argparse.Namespace) -> int:
             assert session.control is not None
             session.control.call(peer, time.monotonic())
             info(f"calling {show(peer)}", args.quiet)
-            return _finish(_converse(args, io, sock, session, answerer=None, started=started))
+            return _finish(_converse(args, io, sock, session, answerer=None, started=args.started))
         finally:
             sock.close()
     finally:
