@@ -49,6 +49,16 @@ def pair() -> tuple[CallControl, CallControl]:
     return CallControl(OFFER, random.Random(1)), CallControl(ANSWER, random.Random(2), timeout_s=30.0)
 
 
+def connected_pair(now: float = 0.0) -> tuple[CallControl, CallControl]:
+    caller, listener = pair()
+    caller.call(LISTENER, now)
+    deliver(caller, listener, CALLER, now)
+    listener.accept(now)
+    deliver(listener, caller, LISTENER, now)
+    assert caller.connected and listener.connected
+    return caller, listener
+
+
 def test_messages_round_trip_and_stay_out_of_rtp_space():
     for message in (
         ControlMessage(MessageType.INVITE, 2**64 - 1, OFFER),
@@ -134,12 +144,7 @@ def test_nobody_there_is_no_answer_after_ten_seconds():
 
 
 def test_a_second_caller_hears_busy_and_cannot_disturb_the_call():
-    caller, listener = pair()
-    caller.call(LISTENER, 0.0)
-    deliver(caller, listener, CALLER, 0.0)
-    listener.accept(0.1)
-    deliver(listener, caller, LISTENER, 0.1)
-    assert caller.connected and listener.connected
+    caller, listener = connected_pair()
     intruder = CallControl(OFFER, random.Random(3))
     intruder.call(LISTENER, 1.0)
     deliver(intruder, listener, STRANGER, 1.0)
@@ -176,11 +181,7 @@ def test_silence_shows_then_times_out_and_a_packet_brings_the_peer_back():
 
 
 def test_unacknowledged_hang_up_still_ends_and_a_listener_acks_unknown_hang_ups():
-    caller, listener = pair()
-    caller.call(LISTENER, 0.0)
-    deliver(caller, listener, CALLER, 0.0)
-    listener.accept(0.0)
-    deliver(listener, caller, LISTENER, 0.0)
+    caller, _ = connected_pair()
     caller.hang_up(1.0)
     repeats = 0
     while not caller.ended:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import queue
 import random
 import signal
@@ -64,11 +63,11 @@ def run_listen(args: argparse.Namespace) -> int:
         while True:
             io = open_audio(args.source, args.out or [args.default_out], frame_samples(args))
             try:
-                outcome = _converse(args, io, sock, _call_session(args), answerer)
+                ended = _converse(args, io, sock, _call_session(args), answerer)
             finally:
                 io.close()
-            if args.once or outcome.ended.reason == "interrupted":
-                return _finish(outcome)
+            if args.once or ended.reason == "interrupted":
+                return _finish(ended)
             info("listening for the next call", args.quiet)
     finally:
         sock.close()
@@ -84,12 +83,6 @@ def _call_session(args: argparse.Namespace) -> Session:
     return session
 
 
-@dataclasses.dataclass
-class _Outcome:
-    ended: CallEnded
-    connected: bool
-
-
 def _converse(
     args: argparse.Namespace,
     io: AudioIO,
@@ -97,7 +90,7 @@ def _converse(
     session: Session,
     answerer: _Answerer | None,
     started: float | None = None,
-) -> _Outcome:
+) -> CallEnded:
     """Run one call to its end: ringing, connected, hung up by either side, or failed."""
     control = session.control
     assert control is not None
@@ -169,12 +162,12 @@ def _converse(
         summary(f"call ended: {ended.reason}", stats, args, extra={"call_setup_ms": setup_ms})
     elif ended.normal and ended.reason != "interrupted":
         info(f"call ended: {ended.reason}", args.quiet)  # (otherwise the reason is the error line)
-    return _Outcome(ended, connected_at is not None)
+    return ended
 
 
-def _finish(outcome: _Outcome) -> int:
-    if not outcome.ended.normal:
-        raise VoipError(f"call ended: {outcome.ended.reason}")
+def _finish(ended: CallEnded) -> int:
+    if not ended.normal:
+        raise VoipError(f"call ended: {ended.reason}")
     return 0
 
 
