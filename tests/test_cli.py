@@ -195,3 +195,34 @@ def test_receive_records_flac_and_ogg(tmp_path, processes: Processes):
         assert rate == 48000 and len(data) > 0.8 * 48000
         peak_hz = np.argmax(np.abs(np.fft.rfft(data))) * rate / len(data)
         assert abs(peak_hz - 1000) < 10
+
+
+def test_loopback_draws_its_timeline(tmp_path):
+    plot = tmp_path / "timeline.png"
+    result = run_voip(
+        "loopback",
+        "--in",
+        "tone:300",
+        "--out",
+        "null",
+        "--duration",
+        "2",
+        "--network",
+        "jitter=20ms,loss=5%",
+        "--seed",
+        "2",
+        "--plot",
+        str(plot),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10000
+
+
+def test_a_bad_plot_path_fails_before_anything_runs(tmp_path):
+    started = time.monotonic()
+    line = _one_clear_line(run_voip("loopback", "--in", "tone:300", "--out", "null", "--plot", str(tmp_path / "x.jpg")))
+    assert line == f"voip: --plot writes a PNG: give a path ending in .png, not {str(tmp_path / 'x.jpg')!r}"
+    line = _one_clear_line(run_voip("receive", "--out", "null", "--plot", str(tmp_path / "no" / "x.png")))
+    assert "does not exist" in line
+    assert time.monotonic() - started < 20

@@ -187,3 +187,27 @@ def test_incremental_quantile_matches_a_brute_force_histogram():
         cumulative = np.cumsum(reference)
         expected = int(np.searchsorted(cumulative, config.quantile * cumulative[-1]))
         assert estimator.quantile_delay_ms == min(expected, buckets - 1) * config.bucket_ms, i
+
+
+def test_the_timeline_records_what_the_statistics_count():
+    from voip.timeline import Timeline
+
+    rng = random.Random(8)
+    arrivals = {}
+    for i in range(1500):
+        if rng.random() < 0.05:
+            continue  # lost
+        arrivals[i] = i * STEP + abs(rng.gauss(0, 0.025))
+    arrivals[700] = 700 * STEP + 0.4  # far too late
+    jb = JitterBuffer(L16Decoder(), timeline=Timeline())
+    drive(jb, arrivals, [speechlike_payload(i) for i in range(1500)], 1600)
+    stats, timeline = jb.stats(1600 * STEP), jb.timeline
+    assert timeline is not None
+    assert len(timeline.arrivals) == len(arrivals) - stats.packets_late
+    assert len(timeline.late) == stats.packets_late >= 1
+    assert sum(ms for _, ms in timeline.concealments) == stats.concealed_ms > 0
+    expanded = sum(ms for _, ms in timeline.stretches if ms > 0)
+    accelerated = -sum(ms for _, ms in timeline.stretches if ms < 0)
+    assert (expanded, accelerated) == (stats.expanded_ms, stats.accelerated_ms)
+    assert len(timeline.playouts) > 1000
+    assert max(target for _, _, target in timeline.playouts) > 40  # the target followed the jitter up

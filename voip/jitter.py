@@ -41,6 +41,7 @@ import numpy as np
 from voip import SAMPLE_RATE
 from voip.codec import Decoder, Pcm
 from voip.seqnum import Unwrapper
+from voip.timeline import Timeline
 
 LOW_ENERGY_RMS = 10 ** (-45 / 20)  # a pause in speech; dropping or repeating it is inaudible
 # Shorten only well inside a pause: a cut between words is inaudible but moves the rest
@@ -213,8 +214,9 @@ class PunctualityWindow:
 
 
 class JitterBuffer:
-    def __init__(self, decoder: Decoder, config: JitterConfig | None = None) -> None:
+    def __init__(self, decoder: Decoder, config: JitterConfig | None = None, timeline: Timeline | None = None) -> None:
         self.config = config or JitterConfig()
+        self.timeline = timeline  # records what happens, for --plot
         self._decoder = decoder
         self._estimator = DelayEstimator(self.config)
         self._unwrapper = Unwrapper(32)
@@ -256,6 +258,8 @@ class JitterBuffer:
                     self.packets_duplicate += 1
                     return PushResult.DUPLICATE
                 self.packets_late += 1
+                if self.timeline is not None:
+                    self.timeline.late_packet(now)
                 return PushResult.LATE
             if ts - self._playout_ts > self.config.resync_after_s * SAMPLE_RATE:
                 self._resync(ts)
@@ -265,6 +269,8 @@ class JitterBuffer:
         if len(self._keys) >= self.config.max_packets:
             self._drop_oldest()
         relative_delay = self._estimator.on_arrival(ts, now)
+        if self.timeline is not None:
+            self.timeline.arrival(now, relative_delay * 1000.0)
         self._packets[ts] = _Buffered(payload, samples, now, relative_delay)
         bisect.insort(self._keys, ts)
         if self._first_arrival is None:
@@ -345,7 +351,7 @@ class JitterBuffer:
         if self._ended:
             return None
         self._last_loss = now  # an underrun: lost, or late beyond the margin
-        chunk = self._conceal(self._last_samples)
+        chunk = self._conceal(self._last_samples, now)
         self._concealed_ahead += len(chunk)
         return chunk
 
@@ -370,6 +376,8 @@ class JitterBuffer:
         self._window.add(now, now - packet.arrival, packet.relative_delay)
         self.playout_delay = now - packet.arrival + packet.relative_delay
         excess = self._excess(now)
+        if self.timeline is not None:
+            self.timeline.playout(now, self.playout_delay * 1000.0, self.target_delay(now) * 1000.0)
         # Pulls come in whole steps, so a shift of less than a step may still move a packet's
         # need a whole step: expand and accelerate by whole pulls, which keeps the arithmetic exact.
         step = math.ceil(self._pull_samples / STEP_SAMPLES) * STEP_SAMPLES
@@ -380,8 +388,10 @@ class JitterBuffer:
         quiet_enough = self._quiet_samples >= (1 if urgent else PAUSE_SAMPLES)
         if excess < 0 and quiet_enough and can_grow:
             self._window.restart()
-            chunk = self._conceal(step, counted=False)
+            chunk = self._conceal(step, now, counted=False)
             self._expanded_samples += len(chunk)
+            if self.timeline is not None:
+                self.timeline.stretched(now, _ms(len(chunk)))
             return chunk
         self._take(self._playout_ts, now + len(self._fifo) / SAMPLE_RATE)
         pcm = self._decoder.decode(packet.payload)
@@ -399,6 +409,8 @@ class JitterBuffer:
                 cut = min(len(pcm), step)
                 self._window.restart()
                 self._accelerated_samples += cut
+                if self.timeline is not None:
+                    self.timeline.stretched(now, -_ms(cut))
                 return pcm[: len(pcm) - cut]
         return pcm
 
@@ -419,7 +431,7 @@ class JitterBuffer:
             self.fec_recovered += 1
             self._run_samples = 0
         else:  # conceal up to where the next packet's FEC (if any) takes over
-            pcm = self._conceal(min(gap - fec_covers, self._last_samples))
+            pcm = self._conceal(min(gap - fec_covers, self._last_samples), now)
         self._playout_ts += len(pcm)
         return pcm
 
@@ -431,9 +443,11 @@ class JitterBuffer:
         self._delay_sum += delay_ms
         self._delay_histogram[min(DELAY_HISTOGRAM_MS, max(0, int(delay_ms)))] += 1
 
-    def _conceal(self, samples: int, counted: bool = True) -> Pcm:
+    def _conceal(self, samples: int, now: float, counted: bool = True) -> Pcm:
         pcm = self._decoder.conceal(samples)
         if counted:
+            if self.timeline is not None:
+                self.timeline.concealed(now, _ms(len(pcm)))
             if self._run_samples == 0:
                 self._concealment_events += 1
             before = self._run_samples

@@ -22,6 +22,7 @@ from voip.cli.options import (
 from voip.cli.streams import run_devices, run_loopback, run_receive, run_send
 from voip.codec import CodecError
 from voip.errors import DeviceGone, VoipError
+from voip.io.plot import check_plot_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.started = started
     try:
+        if getattr(args, "plot", None):
+            check_plot_path(args.plot)  # before the call, not after it
         return int(args.handler(args))
     except DeviceGone as exc:
         print(f"voip: {exc}", file=sys.stderr)
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--sdp", metavar="PATH", help="write an SDP description of the stream (for ffmpeg)")
     add_codec_options(send)
     add_network_options(send)
-    add_run_options(send)
+    add_run_options(send, plot=False)
     send.set_defaults(handler=run_send)
 
     receive = commands.add_parser(

@@ -14,7 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from voip.cli.console import StatusLine, info, level_meter, show, status_fields, summary
+from voip.cli.console import (
+    StatusLine,
+    draw_timeline,
+    info,
+    level_meter,
+    record_timeline,
+    show,
+    status_fields,
+    summary,
+)
 from voip.cli.options import DEFAULT_PORT, frame_samples, session_config, simulator
 from voip.control import (
     CallControl,
@@ -80,6 +89,7 @@ def _call_session(args: argparse.Namespace) -> Session:
     opus = config.opus
     offer = Offer(session.ssrc, config.payload_type, opus.frame_ms, opus.bitrate, opus.fec, opus.dtx)
     session.control = CallControl(offer, rng, timeout_s=args.timeout)
+    record_timeline(args, session)
     return session
 
 
@@ -160,6 +170,7 @@ def _converse(
     if connected_at is not None:
         stats = io.device_counters(session.stats(time.monotonic()))
         summary(f"call ended: {ended.reason}", stats, args, extra={"call_setup_ms": setup_ms})
+        draw_timeline(args, session, stats, f"call with {show(control.peer) if control.peer else '-'}")
     elif ended.normal and ended.reason != "interrupted":
         info(f"call ended: {ended.reason}", args.quiet)  # (otherwise the reason is the error line)
     return ended

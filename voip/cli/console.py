@@ -11,7 +11,10 @@ from pathlib import Path
 
 from voip.errors import VoipError
 from voip.io.audio import Microphone
+from voip.io.plot import write_plot
+from voip.session import Session
 from voip.stats import StreamStats
+from voip.timeline import Timeline
 
 STATUS_INTERVAL_S = 0.5
 
@@ -87,3 +90,15 @@ def write_text(path: str, text: str) -> None:
         Path(path).write_text(text)
     except OSError as exc:
         raise VoipError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+
+
+def record_timeline(args: argparse.Namespace, session: Session) -> None:
+    """With --plot, have the session's jitter buffer keep its timeline (the path is checked in main)."""
+    if args.plot:
+        session.jitter.timeline = Timeline()
+
+
+def draw_timeline(args: argparse.Namespace, session: Session, stats: StreamStats, title: str) -> None:
+    if args.plot and session.jitter.timeline is not None:
+        write_plot(session.jitter.timeline, stats, args.plot, title)
+        info(f"plot written to {args.plot}", args.quiet)

@@ -64,10 +64,19 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=None, help="make the simulated network repeatable")
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
+def add_run_options(parser: argparse.ArgumentParser, plot: bool = True) -> None:
     group = parser.add_argument_group("run")
     group.add_argument("--duration", type=positive_seconds, default=None, help="stop after S seconds")
     group.add_argument("--stats-json", metavar="PATH", help="write the final statistics as JSON")
+    if plot:
+        group.add_argument(
+            "--plot",
+            metavar="PATH.png",
+            help="draw what the jitter buffer saw and did: arrival delay, target and playout delay, "
+            "losses, late packets, stretches (needs matplotlib)",
+        )
+    else:
+        parser.set_defaults(plot=None)
     group.add_argument("--quiet", action="store_true", help="no status line")
 
 

@@ -9,7 +9,17 @@ import socket
 import time
 
 from voip import SAMPLE_RATE
-from voip.cli.console import StatusLine, info, level_meter, show, status_fields, summary, write_text
+from voip.cli.console import (
+    StatusLine,
+    draw_timeline,
+    info,
+    level_meter,
+    record_timeline,
+    show,
+    status_fields,
+    summary,
+    write_text,
+)
 from voip.cli.options import (
     DEFAULT_PORT,
     frame_samples,
@@ -101,6 +111,7 @@ def run_receive(args: argparse.Namespace) -> int:
 def _receive(args: argparse.Namespace, io: AudioIO) -> int:
     sock = open_socket(args.bind, args.port)
     session = Session(session_config(args), random.Random(), time.monotonic())
+    record_timeline(args, session)
     endpoint = io.endpoint(session, sock)
     status = StatusLine(args.quiet)
     info(f"listening on {show(sock.getsockname())}, playing to {io.output_description}", args.quiet)
@@ -127,7 +138,9 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
         endpoint.transmit(time.monotonic())
         sock.close()
     status.clear()
-    summary("received", io.device_counters(session.stats(time.monotonic())), args)
+    stats = io.device_counters(session.stats(time.monotonic()))
+    summary("received", stats, args)
+    draw_timeline(args, session, stats, "received")
     return 0
 
 
@@ -157,6 +170,7 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
     receiver = Session(
         dataclasses.replace(config, remote=sender_sock.getsockname()), random.Random(rng.getrandbits(64)), now
     )
+    record_timeline(args, receiver)
     probe = LatencyProbe(args.payload_type) if args.measure_latency else None
     forward = Endpoint(sender, sender_sock, source=io.source, mic=io.mic, network=simulator(args, rng), probe=probe)
     backward = Endpoint(
@@ -193,6 +207,7 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
     status.clear()
     stats = io.device_counters(_merged(sender, receiver, time.monotonic()))
     summary("loopback", stats, args)
+    draw_timeline(args, receiver, stats, "loopback")
     if probe is not None:
         assert io.mic is not None and io.speaker is not None
         print(_latency_report(probe, io.mic, io.speaker, sender, stats).describe())
