@@ -87,3 +87,14 @@ def test_random_bytes_never_raise_and_are_counted(datagrams, first):
     receiver.pull_audio(960, 1.0)
     stats = receiver.stats(1.0)
     assert receiver.packets_invalid + stats.packets_received <= sent
+
+
+def test_fec_is_sent_only_once_the_receiver_reports_loss(speech):
+    clean = simulate(speech, SessionConfig(), NetworkSpec(), seed=3)
+    lossy = simulate(speech, SessionConfig(), NetworkSpec.parse("loss=10%"), seed=3)
+    assert clean.receiver.fec_packets_received == 0  # no loss reported: no FEC bits spent
+    assert clean.sender.remote_fraction_lost == 0
+    # the first RTCP report (after 0.25-0.75 s) turns FEC on; from then on the packets of active
+    # speech carry it (libopus spends no LBRR bits on pauses): 157 of 357 here
+    assert lossy.receiver.fec_packets_received > 0.3 * lossy.receiver.packets_received
+    assert lossy.receiver.fec_recovered > 5

@@ -130,6 +130,7 @@ class Session:
         # receiver state
         self.packets_invalid = 0
         self._media_foreign = 0
+        self._fec_packets = 0  # received packets that carry in-band FEC for the one before
         self.remote_jitter_ms: float | None = None
         self._octets_received = 0
         self._first_receive: float | None = None
@@ -249,6 +250,8 @@ class Session:
             raise ParseError(str(exc)) from exc
         if not self._receiver.on_packet(packet.sequence, packet.timestamp, now):
             raise ParseError("sequence number jumped; waiting for confirmation")
+        if self._decoder.has_fec(packet.payload):
+            self._fec_packets += 1
         self.jitter.push(packet.timestamp, packet.payload, samples, now)
         self._octets_received += len(packet.payload)
         if self._first_receive is None:
@@ -363,6 +366,7 @@ class Session:
             packets_invalid=self.packets_invalid,
             packets_foreign=self.packets_foreign,
             fec_recovered=j.fec_recovered,
+            fec_packets_received=self._fec_packets,
             concealed_ms=j.concealed_ms,
             concealment_events=j.concealment_events,
             interruptions=j.interruptions,
