@@ -211,3 +211,21 @@ def test_the_timeline_records_what_the_statistics_count():
     assert (expanded, accelerated) == (stats.expanded_ms, stats.accelerated_ms)
     assert len(timeline.playouts) > 1000
     assert max(target for _, _, target in timeline.playouts) > 40  # the target followed the jitter up
+
+
+def test_under_gaussian_jitter_almost_nothing_comes_late():
+    """Ten 8 s streams with N(0, 30 ms) extra delay (clipped at 0): the start, before the
+    histogram has learned, is where packets come late. Before late packets fed the target
+    and missing ones were waited for, 28 of these 4000 came late; now 9."""
+    late, delays = 0, []
+    for seed in range(10):
+        rng = random.Random(seed)
+        n = 400
+        arrivals = {i: i * STEP + max(0.0, rng.gauss(0, 0.030)) for i in range(n)}
+        jb = JitterBuffer(L16Decoder())
+        drive(jb, arrivals, [speechlike_payload(i) for i in range(n)], n + 20)
+        stats = jb.stats(n * STEP)
+        late += stats.packets_late
+        delays.append(stats.buffer_delay_ms)
+    assert late <= 15  # 0.4%
+    assert max(delays) < 110  # the 99th percentile of the extra delay is ~70 ms

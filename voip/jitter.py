@@ -257,6 +257,10 @@ class JitterBuffer:
                 if ts in self._played:
                     self.packets_duplicate += 1
                     return PushResult.DUPLICATE
+                # Too late to play, but its delay is the news the target most needs: count it in
+                # the histogram, and in the window with the slack it lacked (how far playout is past it).
+                relative_delay = self._estimator.on_arrival(ts, now)
+                self._window.add(now, -(self._playout_ts - ts) / SAMPLE_RATE, relative_delay)
                 self.packets_late += 1
                 if self.timeline is not None:
                     self.timeline.late_packet(now)
@@ -417,6 +421,7 @@ class JitterBuffer:
     def _fill_gap(self, next_ts: int, now: float) -> Pcm:
         """The packet at the playout point is missing but a later one is here."""
         assert self._playout_ts is not None
+        waited = self._concealed_ahead > 0
         covered = min(self._concealed_ahead, next_ts - self._playout_ts)
         self._playout_ts += covered
         self._concealed_ahead = 0
@@ -426,6 +431,13 @@ class JitterBuffer:
         self._last_loss = now
         following = self._packets[next_ts]
         fec_covers = following.samples if self._decoder.has_fec(following.payload) else 0
+        if not waited and gap > fec_covers and not self._ended and self._excess(now) < 0:
+            # Below target, and no FEC to rebuild it: the missing packet is more likely late than
+            # lost. Conceal one packet without moving the playout point. If it comes, it plays
+            # next (the buffer grew by a packet); if not, this concealment already stood in for it.
+            chunk = self._conceal(self._last_samples, now)
+            self._concealed_ahead = len(chunk)
+            return chunk
         if gap <= fec_covers:
             pcm = self._decoder.decode_fec(following.payload, gap)
             self.fec_recovered += 1

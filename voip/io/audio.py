@@ -255,6 +255,9 @@ class Speaker(_DeviceStream):
     """A playback device as a clocked sink: `fileno()` is readable when it wants audio."""
 
     QUEUE_BLOCKS = 1  # blocks kept ahead of the device: the least that lets us answer its request
+    # PortAudio may call twice in a row as the stream starts, before the loop has answered the
+    # first request: start with one block more (silence), which the first requests use up.
+    START_BLOCKS = 2
 
     def __init__(self, device: Device, frame_samples: int) -> None:
         super().__init__(device, "output", frame_samples)
@@ -281,7 +284,7 @@ class Speaker(_DeviceStream):
             self._device_end.send(self._stamp.data)
 
     def start(self, now: float) -> None:
-        for _ in range(self.QUEUE_BLOCKS):
+        for _ in range(self.START_BLOCKS):
             self._send_block(np.zeros(self.block, dtype=np.float32), now)
         super().start(now)
 
