@@ -35,6 +35,7 @@ from voip.errors import DeviceGone, VoipError
 Kind = Literal["input", "output"]
 PORTAUDIO_HINT = "audio devices need the PortAudio library: install it with `apt-get install libportaudio2`"
 STALL_S = 1.0  # a device that delivers nothing for this long has gone away (blocks come every <= 60 ms)
+START_S = 5.0  # ... but its first block may take longer: a sound server links a new stream first
 SOCKET_BUFFER = 1 << 20
 STAMP = np.dtype(np.float64)
 
@@ -153,6 +154,7 @@ class _DeviceStream:
         self._loop_end, self._device_end = _socket_pair()
         self._stamp = np.zeros(1, dtype=STAMP)  # written by the callback, sent without allocating
         self._last_activity: float | None = None
+        self._running = False  # a first block came
         self.pa_offset = 0.0  # PortAudio's clock minus time.monotonic
         stream_class = self._sd.InputStream if kind == "input" else self._sd.OutputStream
         try:
@@ -187,7 +189,8 @@ class _DeviceStream:
         """Raise when the device stopped: the stream died, or nothing came for STALL_S."""
         if self._last_activity is None:
             return
-        if not self.stream.active or now - self._last_activity > STALL_S:
+        limit = STALL_S if self._running else START_S
+        if not self.stream.active or now - self._last_activity > limit:
             _DeviceStream.portaudio_stuck = True
             raise DeviceGone(f"audio device {self.device.label} stopped (unplugged, or the sound server went away)")
 
@@ -245,6 +248,7 @@ class Microphone(_DeviceStream):
             blocks.append((adc, pcm if self._resampler is None else self._resampler.resample_chunk(pcm)))
         if blocks:
             self._last_activity = now
+            self._running = True
             last = blocks[-1][1]
             power = float(np.dot(last, last)) / max(1, len(last))
             self.level_dbfs = 10 * math.log10(power) if power > 0 else -math.inf
@@ -300,6 +304,7 @@ class Speaker(_DeviceStream):
             except (BlockingIOError, InterruptedError):
                 break
             self._last_activity = now
+            self._running = True
             dac = float(self._request[0])
             if not math.isnan(dac) and self._sent_at:  # NaN: an underflow took nothing
                 self.output_delays.append(dac - self.pa_offset - self._sent_at.popleft())
