@@ -36,7 +36,6 @@ from voip.errors import ParseError
 Address = tuple[str, int] | tuple[str, int, int, int]
 MAGIC = b"vC"
 VERSION = 1
-FIRST_BYTE = MAGIC[0]
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 2.0
 NO_RESPONSE_S = 10.0  # nothing at all from the callee: "no answer"

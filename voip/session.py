@@ -88,11 +88,9 @@ class Session:
     """One media stream each way. With `control`, one call: media flows only while connected,
     to and from the peer the call connected, and every packet from the peer keeps it alive."""
 
-    def __init__(
-        self, config: SessionConfig, rng: random.Random, now: float, control: CallControl | None = None
-    ) -> None:
+    def __init__(self, config: SessionConfig, rng: random.Random, now: float) -> None:
         self.config = config
-        self.control = control
+        self.control: CallControl | None = None  # set to make this session a call (its offer names our SSRC)
         self._rng = rng
         self.remote = config.remote
         self.ssrc = rng.getrandbits(32)
