@@ -12,8 +12,10 @@ Columns: mean buffer delay (arrival to playout of played packets), late (packets
 but too late to play, % of sent), concealed (PLC, % of the stream; FEC-rebuilt frames are not
 counted), PESQ-WB against the source.
 
-Not yet here (see the jitter-buffer issue): GStreamer's own receiver fed the same packets,
-and sender clock drift.
+  gst       GStreamer's own receiver (rtpjitterbuffer latency=200 do-lost=true, opusdec plc=true
+            use-inband-fec=true), fed the same packets over UDP on 127.0.0.1 at their arrival times,
+            in real time (so this column takes the length of the speech per trace); PESQ only
+Not yet here (see the jitter-buffer issue): sender clock drift.
 
     .venv/bin/python scripts/bench_jitter.py [--seed 1]
 """
@@ -21,7 +23,14 @@ and sender clock drift.
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +44,7 @@ from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
 from voip.io.files import bundled_speech
 from voip.jitter import JitterBuffer
 from voip.netsim import NetworkSimulator, NetworkSpec
+from voip.rtp import Packetizer
 
 FRAME = 960
 STEP = FRAME / SAMPLE_RATE
@@ -223,6 +233,49 @@ def run_sequence_only(packets: list[bytes], arrivals: list[Arrival]) -> Result:
     return Result(1000 * float(np.mean(buffer.delays)), 100 * buffer.late / n, 100 * buffer.concealed / n, out)
 
 
+GST_PIPELINE = (
+    'udpsrc port={port} caps="application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=111" '
+    "! rtpjitterbuffer latency=200 do-lost=true ! rtpopusdepay ! opusdec plc=true use-inband-fec=true "
+    "! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! wavenc ! filesink location={out}"
+)
+
+
+def run_gstreamer(packets: list[bytes], arrivals: list[Arrival]) -> np.ndarray | None:
+    """Replay the trace to gst-launch over UDP in real time; None when GStreamer is not installed."""
+    if shutil.which("gst-launch-1.0") is None:
+        return None
+    packetizer = Packetizer(ssrc=0x6A57, payload_type=111, initial_sequence=1000, initial_timestamp=0)
+    datagrams = [packetizer.packetize(payload, FRAME).serialize() for payload in packets]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "gst.wav")
+        command = ["gst-launch-1.0", "-q", "-e", *GST_PIPELINE.format(port=port, out=out).split()]
+        gst = subprocess.Popen(" ".join(command), shell=True, start_new_session=True)
+        try:
+            time.sleep(1.0)  # let the pipeline reach PLAYING
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                start = time.monotonic()
+                for a in arrivals:  # bounded: one datagram per packet of the trace
+                    delay = start + a.time - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    sock.sendto(datagrams[a.index], ("127.0.0.1", port))
+            time.sleep(0.5)  # the jitter buffer's latency drains
+        finally:
+            os.killpg(gst.pid, signal.SIGINT)  # -e: end of stream, so wavenc writes its header
+            try:
+                gst.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(gst.pid, signal.SIGKILL)
+                gst.wait()
+        if not os.path.exists(out) or os.path.getsize(out) < 1000:
+            return None
+        data, rate = sf.read(out, dtype="float32")
+        return soxr.resample(data, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else data
+
+
 def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
     size = 1 << (len(reference) + len(degraded)).bit_length()
     corr = np.fft.irfft(np.fft.rfft(degraded, size) * np.conj(np.fft.rfft(reference, size)), size)
@@ -243,6 +296,9 @@ def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-gstreamer", dest="gstreamer", action="store_false", help="skip the real-time GStreamer column"
+    )
     args = parser.parse_args()
     source = speech()
     reference = source[: len(source) // FRAME * FRAME]
@@ -266,6 +322,10 @@ def main() -> None:
                 f"| {name} | {design} | {r.delay_ms:.0f} | {r.late_percent:.1f} | {r.concealed_percent:.1f} "
                 f"| {pesq_wb(reference, r.output):.2f} |"
             )
+        if args.gstreamer:
+            gst = run_gstreamer(packets, arrivals)
+            shown = f"{pesq_wb(reference, gst):.2f}" if gst is not None else "n/a (no GStreamer)"
+            print(f"| {name} | gst (200 ms) | | | | {shown} |")
 
 
 if __name__ == "__main__":
