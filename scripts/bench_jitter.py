@@ -35,15 +35,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
-import soxr
-from pesq import pesq
 
 from voip import SAMPLE_RATE
 from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
-from voip.io.files import bundled_speech
+from voip.io.files import bundled_speech, read_48k
 from voip.jitter import JitterBuffer
 from voip.netsim import NetworkSimulator, NetworkSpec
+from voip.quality import pesq_wb
 from voip.rtp import Packetizer
 
 FRAME = 960
@@ -64,11 +62,6 @@ TRACES = [
 class Arrival:
     index: int
     time: float
-
-
-def speech() -> np.ndarray:
-    data, rate = sf.read(str(bundled_speech()), dtype="float32")
-    return soxr.resample(data, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else data
 
 
 def encode(audio: np.ndarray, expected_loss_percent: int) -> list[bytes]:
@@ -272,25 +265,7 @@ def run_gstreamer(packets: list[bytes], arrivals: list[Arrival]) -> np.ndarray |
                 gst.wait()
         if not os.path.exists(out) or os.path.getsize(out) < 1000:
             return None
-        data, rate = sf.read(out, dtype="float32")
-        return soxr.resample(data, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else data
-
-
-def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
-    size = 1 << (len(reference) + len(degraded)).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(degraded, size) * np.conj(np.fft.rfft(reference, size)), size)
-    lag = int(np.argmax(corr))
-    lag = lag - size if lag > size // 2 else lag
-    degraded = degraded[lag:] if lag >= 0 else np.concatenate((np.zeros(-lag, np.float32), degraded))
-    n = min(len(reference), len(degraded))
-    return float(
-        pesq(
-            16000,
-            soxr.resample(reference[:n], SAMPLE_RATE, 16000),
-            soxr.resample(degraded[:n], SAMPLE_RATE, 16000),
-            "wb",
-        )
-    )
+        return read_48k(out)
 
 
 def main() -> None:
@@ -300,7 +275,7 @@ def main() -> None:
         "--no-gstreamer", dest="gstreamer", action="store_false", help="skip the real-time GStreamer column"
     )
     args = parser.parse_args()
-    source = speech()
+    source = read_48k(bundled_speech())
     reference = source[: len(source) // FRAME * FRAME]
     print(f"seed {args.seed}; bundled speech {len(reference) / SAMPLE_RATE:.1f} s; Opus 24 kbit/s, 20 ms")
     print("(FEC tuned to the trace's loss, as RTCP would have it; none on loss-free traces)\n")

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-import soundfile as sf
-import soxr
-from pesq import pesq
-
 from voip import SAMPLE_RATE
 from voip.codec import OpusSettings
-from voip.io.files import bundled_speech
+from voip.io.files import bundled_speech, read_48k
 from voip.netsim import NetworkSpec
+from voip.quality import pesq_wb
 from voip.session import SessionConfig
 from voip.simulate import simulate
 
@@ -32,28 +28,11 @@ NETWORKS = [
 ]
 
 
-def load_speech() -> np.ndarray:
-    data, rate = sf.read(str(bundled_speech()), dtype="float32")
-    return soxr.resample(data, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else data
-
-
-def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
-    size = 1 << (len(reference) + len(degraded)).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(degraded, size) * np.conj(np.fft.rfft(reference, size)), size)
-    lag = int(np.argmax(corr))
-    lag = lag - size if lag > size // 2 else lag
-    degraded = degraded[lag:] if lag >= 0 else np.concatenate((np.zeros(-lag, np.float32), degraded))
-    n = min(len(reference), len(degraded))
-    ref16 = soxr.resample(reference[:n], SAMPLE_RATE, 16000)
-    deg16 = soxr.resample(degraded[:n], SAMPLE_RATE, 16000)
-    return float(pesq(16000, ref16, deg16, "wb"))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
-    speech = load_speech()
+    speech = read_48k(bundled_speech())
     print(f"seed {args.seed}, bundled speech {len(speech) / SAMPLE_RATE:.1f} s, Opus 24 kbit/s, 20 ms frames\n")
     columns = ["network", "FEC", "PESQ-WB", "fec_recovered", "concealed_ms", "accel. / expanded ms", "buffer_delay_ms"]
     print("| " + " | ".join(columns) + " (mean / p95) |")

@@ -1,4 +1,4 @@
-"""Shared helpers: real speech, PESQ after alignment, the CLI as a subprocess, free local ports."""
+"""Shared helpers: real speech, the CLI as a subprocess, free local ports, a virtual sound device."""
 
 from __future__ import annotations
 
@@ -12,47 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
-import soxr
 
-from voip import SAMPLE_RATE
-from voip.io.files import bundled_speech
+from voip.io.files import bundled_speech, read_48k
 
 CLI_TIMEOUT_S = 60
 
 
-def load_48k(path: str | Path) -> np.ndarray:
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = data.mean(axis=1).astype(np.float32)
-    return soxr.resample(mono, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else mono
-
-
 @pytest.fixture(scope="session")
 def speech() -> np.ndarray:
-    return load_48k(bundled_speech())
-
-
-def align(reference: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Shift `degraded` onto `reference` by the lag of peak cross-correlation."""
-    n = len(reference) + len(degraded)
-    size = 1 << (n - 1).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(degraded, size) * np.conj(np.fft.rfft(reference, size)), size)
-    lag = int(np.argmax(corr))
-    if lag > size // 2:
-        lag -= size
-    degraded = degraded[lag:] if lag >= 0 else np.concatenate((np.zeros(-lag, dtype=degraded.dtype), degraded))
-    length = min(len(reference), len(degraded))
-    return reference[:length], degraded[:length], lag
-
-
-def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
-    """ITU-T P.862.2 wideband PESQ of 48 kHz signals, after alignment."""
-    from pesq import pesq
-
-    ref, deg, _ = align(reference, degraded)
-    ref16 = soxr.resample(ref, SAMPLE_RATE, 16000)
-    deg16 = soxr.resample(deg, SAMPLE_RATE, 16000)
-    return float(pesq(16000, ref16, deg16, "wb"))
+    return read_48k(bundled_speech())
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import Processes, pesq_wb, run_voip, start_virtual_audio, stop_virtual_audio, voip_command
+from tests.conftest import Processes, run_voip, start_virtual_audio, stop_virtual_audio, voip_command
 from voip.errors import VoipError
 from voip.io.audio import Device, find_device
 from voip.io.files import bundled_speech
+from voip.quality import pesq_wb
 
 SPEECH = str(bundled_speech())
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import Processes, free_udp_port, load_48k, pesq_wb, run_voip, voip_command
-from voip.io.files import bundled_speech
+from tests.conftest import Processes, free_udp_port, run_voip, voip_command
+from voip.io.files import bundled_speech, read_48k
+from voip.quality import pesq_wb
 
 SPEECH = str(bundled_speech())
 
@@ -41,7 +42,7 @@ def test_send_to_receive_over_udp_keeps_speech_quality_and_length(tmp_path, spee
     _, err = receiver.communicate(timeout=30)
     assert receiver.returncode == 0, err
     assert "sender said goodbye" in err
-    got = load_48k(out)
+    got = read_48k(out)
     assert abs(len(got) - len(speech)) <= 960  # within one 20 ms frame
     score = pesq_wb(speech, got)
     assert score >= 3.5, score
@@ -72,7 +73,7 @@ def test_loopback_fec_beats_no_fec_under_loss(tmp_path, speech):
             flag,
         )
         assert result.returncode == 0, result.stderr
-        scores[flag] = (pesq_wb(speech, load_48k(out)), json.loads(stats.read_text()))
+        scores[flag] = (pesq_wb(speech, read_48k(out)), json.loads(stats.read_text()))
     (with_fec, fec_stats), (without, plain_stats) = scores["--fec"], scores["--no-fec"]
     assert fec_stats["fec_recovered"] > 5 and plain_stats["fec_recovered"] == 0
     print("PESQ-WB with FEC", with_fec, "without", without)
@@ -133,7 +134,7 @@ def test_ffmpeg_decodes_what_voip_send_sends_from_its_sdp(tmp_path, speech, proc
     assert sent.returncode == 0, sent.stderr
     ffmpeg.communicate(timeout=40)
     assert ffmpeg.returncode == 0
-    decoded = load_48k(out)
+    decoded = read_48k(out)
     assert abs(len(decoded) - len(speech)) < 48000 // 2
     assert pesq_wb(speech, decoded) >= 3.5
 

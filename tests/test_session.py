@@ -8,10 +8,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import align, pesq_wb
 from voip.codec import OpusSettings
 from voip.jitter import JitterConfig
 from voip.netsim import NetworkSpec
+from voip.quality import align, pesq_wb
 from voip.rtp import RtpPacket
 from voip.session import ByeReceived, Session, SessionConfig, StreamStarted
 from voip.simulate import simulate

@@ -335,9 +335,9 @@ class JitterBuffer:
         target_ms = (margin + worst) * 1000.0
         return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms)) / 1000.0
 
-    def _excess(self, now: float) -> float:
+    def _excess(self, target: float) -> float:
         """How much sooner every packet could be needed, the least punctual one keeping its margin."""
-        return self._window.least_slack - (self.target_delay(now) - self._window.largest_delay)
+        return self._window.least_slack - (target - self._window.largest_delay)
 
     @property
     def started(self) -> bool:
@@ -379,9 +379,10 @@ class JitterBuffer:
         # The packet is needed now: part of it goes out with this pull.
         self._window.add(now, now - packet.arrival, packet.relative_delay)
         self.playout_delay = now - packet.arrival + packet.relative_delay
-        excess = self._excess(now)
+        target = self.target_delay(now)
+        excess = self._excess(target)
         if self.timeline is not None:
-            self.timeline.playout(now, self.playout_delay * 1000.0, self.target_delay(now) * 1000.0)
+            self.timeline.playout(now, self.playout_delay * 1000.0, target * 1000.0)
         # Pulls come in whole steps, so a shift of less than a step may still move a packet's
         # need a whole step: expand and accelerate by whole pulls, which keeps the arithmetic exact.
         step = math.ceil(self._pull_samples / STEP_SAMPLES) * STEP_SAMPLES
@@ -431,7 +432,7 @@ class JitterBuffer:
         self._last_loss = now
         following = self._packets[next_ts]
         fec_covers = following.samples if self._decoder.has_fec(following.payload) else 0
-        if not waited and gap > fec_covers and not self._ended and self._excess(now) < 0:
+        if not waited and gap > fec_covers and not self._ended and self._excess(self.target_delay(now)) < 0:
             # Below target, and no FEC to rebuild it: the missing packet is more likely late than
             # lost. Conceal one packet without moving the playout point. If it comes, it plays
             # next (the buffer grew by a packet); if not, this concealment already stood in for it.

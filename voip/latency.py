@@ -63,14 +63,8 @@ class ClickTrain:
         return out
 
 
-@dataclass(frozen=True)
-class Echo:
-    click_s: float  # capture-clock time of the click the microphone heard
-    delay_s: float  # until its echo through the chain
-
-
-def find_echoes(blocks: list[tuple[float, Pcm]]) -> list[Echo]:
-    """Clicks and their echoes in captured (ADC time, block) pairs."""
+def find_echoes(blocks: list[tuple[float, Pcm]]) -> list[float]:
+    """Seconds from each click the microphone heard to its echo, in captured (ADC time, block) pairs."""
     if not blocks:
         return []
     audio = np.concatenate([pcm for _, pcm in blocks])
@@ -85,7 +79,7 @@ def find_echoes(blocks: list[tuple[float, Pcm]]) -> list[Echo]:
     if strongest <= 0:
         return []
     gap = int(CLICK_PERIOD_S * SAMPLE_RATE / 2)
-    echoes: list[Echo] = []
+    echoes: list[float] = []
     position = 0
     while position < len(score):
         # the next direct click: a peak near full strength
@@ -97,7 +91,7 @@ def find_echoes(blocks: list[tuple[float, Pcm]]) -> list[Echo]:
         window = score[onset + int(MIN_ECHO_S * SAMPLE_RATE) : onset + gap]
         if len(window) and window.max() > 0.4 * ECHO_GAIN * score[onset]:
             echo = onset + int(MIN_ECHO_S * SAMPLE_RATE) + int(np.argmax(window))
-            echoes.append(Echo(float(times[onset]), float(times[echo] - times[onset])))
+            echoes.append(float(times[echo] - times[onset]))
         position = onset + gap
     return echoes
 

@@ -361,7 +361,7 @@ class Session:
             packets_late=j.packets_late,
             packets_duplicate=j.packets_duplicate,
             packets_reordered=r.reordered,
-            packets_invalid=self.packets_invalid,
+            packets_invalid=self.packets_invalid + (self.control.messages_invalid if self.control is not None else 0),
             packets_foreign=self.packets_foreign,
             fec_recovered=j.fec_recovered,
             fec_packets_received=self._fec_packets,

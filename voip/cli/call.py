@@ -224,7 +224,7 @@ def _first_interrupt_sets() -> Iterator[threading.Event]:
     flag = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
 
-    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+    def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
         if flag.is_set():
             raise KeyboardInterrupt
         flag.set()

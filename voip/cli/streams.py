@@ -227,13 +227,13 @@ def _latency_report(
         )
     frame_s = sender.frame_samples / SAMPLE_RATE
     return LatencyReport(
-        whole_ms=median_ms([e.delay_s for e in echoes]),
-        device_input_ms=mean_ms(mic.input_delays) - frame_s * 1000.0,
+        whole_ms=median_ms(echoes),
+        device_input_ms=(mic.input_delay.mean - frame_s) * 1000.0,
         frame_ms=frame_s * 1000.0,
         lookahead_ms=sender.codec_delay_samples * 1000.0 / SAMPLE_RATE,
         network_ms=mean_ms(probe.network_delays),
         jitter_buffer_ms=stats.buffer_delay_ms,
-        device_output_ms=mean_ms(speaker.output_delays),
+        device_output_ms=speaker.output_delay.mean * 1000.0,
         clicks=len(echoes),
     )
 

@@ -219,7 +219,7 @@ class Microphone(_DeviceStream):
         super().__init__(device, "input", frame_samples)
         self.input_overflows = 0
         self.level_dbfs = -math.inf  # of the last block: for the level meter
-        self.input_delays: list[float] = []  # from the ADC to the loop, per block (includes the block)
+        self.input_delay = RunningMean()  # from the ADC to the loop, per block (includes the block)
         self._datagram = bytearray(STAMP.itemsize + 4 * self.block)
         self._resampler = (
             soxr.ResampleStream(self.rate, SAMPLE_RATE, 1, dtype="float32") if self.rate != SAMPLE_RATE else None
@@ -244,7 +244,7 @@ class Microphone(_DeviceStream):
                 break
             adc = float(np.frombuffer(self._datagram, STAMP, 1)[0]) - self.pa_offset
             pcm = np.frombuffer(self._datagram, np.float32, (size - STAMP.itemsize) // 4, STAMP.itemsize).copy()
-            self.input_delays.append(now - adc)
+            self.input_delay.add(now - adc)
             blocks.append((adc, pcm if self._resampler is None else self._resampler.resample_chunk(pcm)))
         if blocks:
             self._last_activity = now
@@ -266,7 +266,7 @@ class Speaker(_DeviceStream):
     def __init__(self, device: Device, frame_samples: int) -> None:
         super().__init__(device, "output", frame_samples)
         self.output_underflows = 0
-        self.output_delays: list[float] = []  # from leaving the loop to the DAC, per played block
+        self.output_delay = RunningMean()  # from leaving the loop to the DAC, per played block
         self._sent_at: deque[float] = deque()  # when each queued block left the loop
         self._pending = np.zeros(0, dtype=np.float32)
         self._request = np.zeros(1, dtype=STAMP)
@@ -307,9 +307,12 @@ class Speaker(_DeviceStream):
             self._running = True
             dac = float(self._request[0])
             if not math.isnan(dac) and self._sent_at:  # NaN: an underflow took nothing
-                self.output_delays.append(dac - self.pa_offset - self._sent_at.popleft())
+                self.output_delay.add(dac - self.pa_offset - self._sent_at.popleft())
 
     def write(self, pcm: Pcm, now: float) -> None:
+        if self._resampler is None and not len(self._pending) and len(pcm) == self.block:
+            self._send_block(pcm, now)  # the usual case: one frame is one device block
+            return
         if self._resampler is not None:
             pcm = self._resampler.resample_chunk(pcm)
         self._pending = np.concatenate((self._pending, pcm)) if len(self._pending) else pcm
@@ -323,6 +326,22 @@ class Speaker(_DeviceStream):
         except OSError:  # the device stopped taking blocks; the watchdog reports it
             return
         self._sent_at.append(now)
+
+
+class RunningMean:
+    """A mean kept as it goes: a long call adds a block every 20 ms."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
 
 
 def _clock_offset(stream: Any) -> float:

@@ -23,6 +23,13 @@ SINK_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": 
 READ_BLOCK = 4096
 
 
+def read_48k(path: str | Path) -> Pcm:
+    """A whole (short) audio file as 48 kHz mono: for tests and benchmarks, not for streaming."""
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    mono: Pcm = data.mean(axis=1).astype(np.float32)
+    return soxr.resample(mono, rate, SAMPLE_RATE).astype(np.float32) if rate != SAMPLE_RATE else mono
+
+
 def bundled_speech() -> Path:
     """A few seconds of synthesized speech (espeak-ng) shipped with the package."""
     return Path(str(resources.files("voip") / "data" / "speech.wav"))

@@ -89,11 +89,6 @@ class Endpoint:
             times.append(self.network.next_delivery())
         return min((t for t in times if t is not None), default=None)
 
-    def close_devices(self) -> None:
-        for device in (self.mic, self.speaker):
-            if device is not None:
-                device.close()
-
 
 class MediaLoop:
     """Runs endpoints in real time until `should_stop(now)` says so (or Ctrl-C)."""
