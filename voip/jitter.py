@@ -41,13 +41,16 @@ import numpy as np
 from voip import SAMPLE_RATE
 from voip.codec import Decoder, Pcm
 from voip.seqnum import Unwrapper
+from voip.stretch import MAX_LAG, MIN_LAG, accelerate, best_period, expand
 from voip.timeline import Timeline
 
 LOW_ENERGY_RMS = 10 ** (-45 / 20)  # a pause in speech; dropping or repeating it is inaudible
 # Shorten only well inside a pause: a cut between words is inaudible but moves the rest
 # of the phrase (PESQ-WB fell from 3.56 to 3.22 for one 20 ms cut in a short gap).
 PAUSE_SAMPLES = SAMPLE_RATE // 10
-STEP_SAMPLES = SAMPLE_RATE // 400  # Opus conceals in multiples of 2.5 ms
+FAR_TOO_LATE_S = 0.1  # this much above target, shorten speech too rather than wait for a pause
+TOLERANCE_S = 0.0005  # a shortfall this small is rounding, not a reason to stretch
+PERIODIC = 0.9  # correlation of neighbouring periods above which a period can go or repeat unheard
 INTERRUPTION_MS = 150.0  # W3C: concealment runs this long count as an interruption
 DELAY_HISTOGRAM_MS = 2000  # buffer-delay statistics: 1 ms bins up to here
 
@@ -76,6 +79,7 @@ class JitterConfig:
     delay_window_s: float = 1.0  # the least punctual packet of this long steers the buffer
     margin_ms: float = 5.0  # how early the least punctual packet should arrive before it is needed
     loss_memory_s: float = 10.0  # how long after a loss or underrun the target keeps a packet more
+    max_stretch_rate: float = 0.15  # accelerate and expand together, as a fraction of the audio played
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_delay_ms <= self.max_delay_ms:
@@ -171,33 +175,41 @@ class DelayEstimator:
 
 
 class PunctualityWindow:
-    """Over the last second: the least slack (arrival to need) and the largest relative delay.
+    """Over the last second: the least playout delay and the largest relative arrival delay.
 
-    Two monotonic deques, so both extremes cost O(1) per packet.
+    Playout delays are kept net of the stretching done since: a stretch moves every later
+    packet's playout by exactly its length, so old evidence stays valid after one. Two
+    monotonic deques, so both extremes cost O(1) per packet.
     """
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
-        self._slack: deque[tuple[float, float]] = deque()  # rising: front is the least
+        self._playout: deque[tuple[float, float]] = deque()  # rising: front is the least
         self._delay: deque[tuple[float, float]] = deque()  # falling: front is the largest
         self._since: float | None = None
+        self._shortened = 0.0  # seconds accelerated minus expanded since the window started
 
-    def add(self, now: float, slack: float, relative_delay: float) -> None:
-        for window in (self._slack, self._delay):
+    def add(self, now: float, playout_delay: float, relative_delay: float) -> None:
+        for window in (self._playout, self._delay):
             while window and window[0][0] < now - self._seconds:
                 window.popleft()
-        while self._slack and self._slack[-1][1] >= slack:
-            self._slack.pop()
-        self._slack.append((now, slack))
+        value = playout_delay + self._shortened
+        while self._playout and self._playout[-1][1] >= value:
+            self._playout.pop()
+        self._playout.append((now, value))
         while self._delay and self._delay[-1][1] <= relative_delay:
             self._delay.pop()
         self._delay.append((now, relative_delay))
         if self._since is None:
             self._since = now
 
+    def stretched(self, seconds: float) -> None:
+        """Every later packet plays `seconds` later (negative: sooner)."""
+        self._shortened -= seconds
+
     @property
-    def least_slack(self) -> float:
-        return self._slack[0][1] if self._slack else 0.0
+    def least_playout_delay(self) -> float:
+        return self._playout[0][1] - self._shortened if self._playout else 0.0
 
     @property
     def largest_delay(self) -> float:
@@ -207,10 +219,54 @@ class PunctualityWindow:
         return self._since is not None and now - self._since >= self._seconds
 
     def restart(self) -> None:
-        """After a step every later packet is needed a step sooner or later: old slack no longer applies."""
-        self._slack.clear()
+        self._playout.clear()
         self._delay.clear()
         self._since = None
+        self._shortened = 0.0
+
+
+class DelayPeaks:
+    """Delay spikes that recur, like a link that stalls every few seconds.
+
+    Between spikes the histogram forgets them (its memory is about a second), so the
+    buffer would shrink and then conceal every spike. Once spikes have come twice within
+    the memory, the target rides over them instead (after NetEq's delay peak detector).
+    A spike is several packets, within half a second, delayed by more than twice the
+    upper edge of the quantile's bucket: a stall delays everything caught in it, where
+    random jitter delays a packet here and there.
+    """
+
+    MEMORY_S = 20.0
+    SPIKE_S = 0.5
+    SPIKE_PACKETS = 3
+
+    def __init__(self) -> None:
+        self._spikes: deque[tuple[float, float]] = deque()  # (time, height in seconds), confirmed
+        self._candidate: tuple[float, float, float, int] | None = None  # (start, threshold, height, packets)
+
+    def observe(self, now: float, relative_delay: float, threshold: float) -> None:
+        """Count one arrival; `threshold` is what a spike exceeds (its packets are judged by
+        the threshold of its first, since the histogram learns from them as they come)."""
+        candidate = self._candidate
+        if candidate is not None and now - candidate[0] <= self.SPIKE_S:
+            start, threshold, height, packets = candidate
+        else:
+            start, height, packets = now, 0.0, 0
+        if relative_delay <= threshold:
+            return
+        height, packets = max(height, relative_delay), packets + 1
+        self._candidate = (start, threshold, height, packets)
+        if packets == self.SPIKE_PACKETS:
+            self._spikes.append((start, height))
+        elif packets > self.SPIKE_PACKETS:
+            self._spikes[-1] = (start, height)
+
+    def height(self, now: float) -> float:
+        while self._spikes and self._spikes[0][0] < now - self.MEMORY_S:
+            self._spikes.popleft()
+        if len(self._spikes) < 2:
+            return 0.0
+        return max(height for _, height in self._spikes)
 
 
 class JitterBuffer:
@@ -228,6 +284,8 @@ class JitterBuffer:
         self._fifo = np.zeros(0, dtype=np.float32)
         self._last_samples = 960
         self._quiet_samples = 0  # decoded low-energy audio in a row: how deep into a pause we are
+        self._stretch_budget = float(2 * MAX_LAG)  # samples of stretching allowed now
+        self._peaks = DelayPeaks()
         self._ended = False
         self._first_arrival: float | None = None
         self._last_loss: float | None = None  # the last loss or underrun
@@ -258,9 +316,11 @@ class JitterBuffer:
                     self.packets_duplicate += 1
                     return PushResult.DUPLICATE
                 # Too late to play, but its delay is the news the target most needs: count it in
-                # the histogram, and in the window with the slack it lacked (how far playout is past it).
-                relative_delay = self._estimator.on_arrival(ts, now)
-                self._window.add(now, -(self._playout_ts - ts) / SAMPLE_RATE, relative_delay)
+                # the histogram, and in the window with the playout delay it had (its turn was
+                # as far before the next packet's as its timestamp is).
+                relative_delay = self._arrived(ts, now)
+                turn = now + (len(self._fifo) - (self._playout_ts - ts)) / SAMPLE_RATE
+                self._window.add(now, turn - now + relative_delay, relative_delay)
                 self.packets_late += 1
                 if self.timeline is not None:
                     self.timeline.late_packet(now)
@@ -272,7 +332,7 @@ class JitterBuffer:
             return PushResult.DUPLICATE
         if len(self._keys) >= self.config.max_packets:
             self._drop_oldest()
-        relative_delay = self._estimator.on_arrival(ts, now)
+        relative_delay = self._arrived(ts, now)
         if self.timeline is not None:
             self.timeline.arrival(now, relative_delay * 1000.0)
         self._packets[ts] = _Buffered(payload, samples, now, relative_delay)
@@ -280,6 +340,13 @@ class JitterBuffer:
         if self._first_arrival is None:
             self._first_arrival = now
         return PushResult.ACCEPTED
+
+    def _arrived(self, ts: int, now: float) -> float:
+        """Count an arrival in the delay statistics; returns its relative delay in seconds."""
+        relative_delay = self._estimator.on_arrival(ts, now)
+        spike_threshold = 2 * (self._estimator.quantile_delay_ms + self.config.bucket_ms) / 1000.0
+        self._peaks.observe(now, relative_delay, spike_threshold)
+        return relative_delay
 
     def end_of_stream(self) -> None:
         """The sender said BYE: play out what is buffered, then report `drained`."""
@@ -321,23 +388,27 @@ class JitterBuffer:
         return out
 
     def target_delay(self, now: float) -> float:
-        """Seconds from a fastest-path arrival to need that the buffer steers toward.
+        """Seconds from a fastest-path arrival to the play-out of its first sample, to steer toward.
 
-        The margin, over the larger of the 95th-percentile relative delay (long memory) and
-        the largest relative delay of the last window (the pattern playing now). For a while
+        A packet is needed at the pull before its first sample plays, up to a pull earlier:
+        so one pull, the margin, and the larger of the 95th-percentile relative delay (long
+        memory), the largest relative delay of the last window (the pattern playing now)
+        and, while delay spikes keep recurring, the height of the last ones. For a while
         after a loss or an underrun, one packet more: the packet whose FEC rebuilds a lost
         one is then here in time, and a stream that ran dry gets room.
         """
-        margin = self.config.margin_ms / 1000.0
+        margin = (self.config.margin_ms / 1000.0) + self._pull_samples / SAMPLE_RATE
         if self._last_loss is not None and now - self._last_loss < self.config.loss_memory_s:
             margin += self._last_samples / SAMPLE_RATE
-        worst = max(self._estimator.quantile_delay_ms / 1000.0, self._window.largest_delay)
+        worst = max(
+            self._estimator.quantile_delay_ms / 1000.0, self._window.largest_delay, self._peaks.height(now)
+        )
         target_ms = (margin + worst) * 1000.0
         return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms)) / 1000.0
 
     def _excess(self, target: float) -> float:
-        """How much sooner every packet could be needed, the least punctual one keeping its margin."""
-        return self._window.least_slack - (target - self._window.largest_delay)
+        """How much sooner every packet could play, the least punctual one keeping its margin."""
+        return self._window.least_playout_delay - target
 
     @property
     def started(self) -> bool:
@@ -349,6 +420,8 @@ class JitterBuffer:
         assert self._playout_ts is not None
         packet = self._packets.get(self._playout_ts)
         if packet is not None:
+            if self._concealed_ahead > self.config.max_delay_ms * SAMPLE_RATE / 1000:
+                return self._skip_concealed(now)
             return self._play_packet(packet, now)
         if self._keys:
             return self._fill_gap(self._keys[0], now)
@@ -358,6 +431,20 @@ class JitterBuffer:
         chunk = self._conceal(self._last_samples, now)
         self._concealed_ahead += len(chunk)
         return chunk
+
+    def _skip_concealed(self, now: float) -> Pcm:
+        """After a stall longer than the delay bound, the packets it held are dropped, not played
+        late: concealment already stood in for them, and playing them would add the whole stall."""
+        assert self._playout_ts is not None
+        self._playout_ts += self._concealed_ahead
+        self._concealed_ahead = 0
+        while self._keys and self._keys[0] < self._playout_ts:
+            ts = self._keys.pop(0)
+            del self._packets[ts]
+            self.packets_late += 1
+            if self.timeline is not None:
+                self.timeline.late_packet(now)
+        return np.zeros(0, dtype=np.float32)
 
     def _try_start(self, now: float) -> bool:
         if not self._keys or self._first_arrival is None:
@@ -376,48 +463,71 @@ class JitterBuffer:
 
     def _play_packet(self, packet: _Buffered, now: float) -> Pcm:
         assert self._playout_ts is not None
-        # The packet is needed now: part of it goes out with this pull.
-        self._window.add(now, now - packet.arrival, packet.relative_delay)
-        self.playout_delay = now - packet.arrival + packet.relative_delay
+        # The packet is needed now; its first sample plays once what is left of the last one has.
+        plays_at = now + len(self._fifo) / SAMPLE_RATE
+        self.playout_delay = plays_at - packet.arrival + packet.relative_delay
+        self._window.add(now, self.playout_delay, packet.relative_delay)
         target = self.target_delay(now)
-        excess = self._excess(target)
         if self.timeline is not None:
             self.timeline.playout(now, self.playout_delay * 1000.0, target * 1000.0)
-        # Pulls come in whole steps, so a shift of less than a step may still move a packet's
-        # need a whole step: expand and accelerate by whole pulls, which keeps the arithmetic exact.
-        step = math.ceil(self._pull_samples / STEP_SAMPLES) * STEP_SAMPLES
-        can_grow = not self._ended  # after BYE no packet will arrive to fill what we insert
-        # Lengthen at once (after a quiet packet) when the least punctual packet nearly missed;
-        # when only the reserve for what may come is short, wait for a pause like a cut does.
-        urgent = self._window.least_slack < self.config.margin_ms / 1000.0
-        quiet_enough = self._quiet_samples >= (1 if urgent else PAUSE_SAMPLES)
-        if excess < 0 and quiet_enough and can_grow:
-            self._window.restart()
-            chunk = self._conceal(step, now, counted=False)
-            self._expanded_samples += len(chunk)
-            if self.timeline is not None:
-                self.timeline.stretched(now, _ms(len(chunk)))
-            return chunk
-        self._take(self._playout_ts, now + len(self._fifo) / SAMPLE_RATE)
+        self._take(self._playout_ts, plays_at)
         pcm = self._decoder.decode(packet.payload)
         self._run_samples = 0  # a concealment run ends with real audio
-        self._concealed_ahead = 0
+        if self._concealed_ahead:  # the concealment did not stand in for a packet: it delayed them all
+            self._window.stretched(self._concealed_ahead / SAMPLE_RATE)
+            self._concealed_ahead = 0
         self._last_samples = packet.samples
         self._playout_ts += packet.samples
-        self._quiet_samples = self._quiet_samples + len(pcm) if _rms(pcm) < LOW_ENERGY_RMS else 0
-        # An eighth of a step of hysteresis: device pulls come in irregular steps (e.g. 20 ms
-        # blocks on a 21.3 ms cycle), so a cut can move a need by a little more than the cut.
-        if self._window.full(now) and excess * SAMPLE_RATE >= 1.125 * step:
-            in_pause = self._quiet_samples >= PAUSE_SAMPLES
-            loud_but_late = excess >= max(4 * step / SAMPLE_RATE, 0.1)
-            if in_pause or loud_but_late:
-                cut = min(len(pcm), step)
-                self._window.restart()
-                self._accelerated_samples += cut
-                if self.timeline is not None:
-                    self.timeline.stretched(now, -_ms(cut))
-                return pcm[: len(pcm) - cut]
-        return pcm
+        return self._stretch(pcm, self._excess(target), now)
+
+    def _stretch(self, pcm: Pcm, excess: float, now: float) -> Pcm:
+        """Move toward the target where it cannot be heard (nor measured).
+
+        Any change of delay inside an utterance is a time warp that listeners and PESQ
+        notice (22 pitch-period stretches of the 8 s sample, with the neighbouring periods
+        matching at 0.9 or better, took PESQ-WB of the bare signal from 4.6 to 2.6-3.2).
+        So the buffer moves in pauses, by any amount up to half of each quiet packet. In
+        speech it stretches by one pitch period only when it must: to lengthen when a packet
+        is about to miss its turn, to shorten when far too much is buffered; such stretches
+        are bounded to `max_stretch_rate` of the audio played.
+        """
+        budget = min(2 * MAX_LAG, self._stretch_budget + self.config.max_stretch_rate * len(pcm))
+        self._stretch_budget = budget
+        quiet = _rms(pcm) < LOW_ENERGY_RMS
+        self._quiet_samples = self._quiet_samples + len(pcm) if quiet else 0
+        margin = self.config.margin_ms / 1000.0
+        lengthen = excess < -TOLERANCE_S and not self._ended  # after BYE no packet will come to fill it
+        if lengthen:
+            urgent = excess < -margin  # the least punctual packet would have missed with an unlucky pull
+            if not (urgent or self._quiet_samples >= PAUSE_SAMPLES):
+                return pcm
+        else:
+            enough = excess * SAMPLE_RATE >= MIN_LAG and self._window.full(now)
+            if not (enough and (self._quiet_samples >= PAUSE_SAMPLES or excess >= FAR_TOO_LATE_S)):
+                return pcm
+        wanted = math.ceil(abs(excess) * SAMPLE_RATE) if lengthen else int(excess * SAMPLE_RATE)
+        if quiet:
+            lag = max(1, min(wanted, len(pcm) // 2))
+        else:
+            longest = min(int(budget), len(pcm) // 2, MAX_LAG)
+            longest = longest if lengthen else min(longest, wanted)
+            if longest < MIN_LAG:
+                return pcm
+            lag, correlation = best_period(pcm, MIN_LAG, longest)
+            if correlation < PERIODIC and not (lengthen and excess < -2 * margin):
+                return pcm
+            self._stretch_budget -= lag
+        if lengthen:
+            out = expand(pcm, lag)
+            self._expanded_samples += lag
+        else:
+            out = accelerate(pcm, lag)
+            self._accelerated_samples += lag
+        change = (len(out) - len(pcm)) / SAMPLE_RATE
+        self._window.stretched(change)
+        if self.timeline is not None:
+            self.timeline.stretched(now, change * 1000.0)
+        return out
 
     def _fill_gap(self, next_ts: int, now: float) -> Pcm:
         """The packet at the playout point is missing but a later one is here."""
