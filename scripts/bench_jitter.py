@@ -46,6 +46,7 @@ from voip.rtp import Packetizer
 
 FRAME = 960
 STEP = FRAME / SAMPLE_RATE
+PULL = SAMPLE_RATE // 100  # our buffer is asked for 10 ms at a time, as WebRTC's audio device asks NetEq
 TRACES = [
     ("jitter 10 ms", "jitter=10ms"),
     ("jitter 30 ms", "jitter=30ms"),
@@ -86,7 +87,7 @@ def trace(spec: str, count: int, seed: int) -> list[Arrival]:
         net.send(i, i * STEP)
         arrivals += [Arrival(item, when) for when, item in net.deliver_timed(i * STEP)]
     arrivals += [Arrival(item, when) for when, item in net.deliver_timed(float("inf"))]
-    first = {}
+    first: dict[int, Arrival] = {}
     for a in arrivals:  # duplicates: the first copy counts
         first.setdefault(a.index, a)
     return sorted(first.values(), key=lambda a: a.time)
@@ -109,7 +110,7 @@ def run_ours(packets: list[bytes], arrivals: list[Arrival]) -> Result:
         if i == last:
             jb.end_of_stream()  # as the sender's BYE would
 
-    out = _drive(arrivals, packets, push, jb.pull, lambda: jb.drained)
+    out = _drive(arrivals, packets, push, jb.pull, lambda: jb.drained, PULL)
     stats = jb.stats(0.0)
     total_ms = len(packets) * STEP * 1000
     late = 100 * stats.packets_late / len(packets)
@@ -122,15 +123,16 @@ def _drive(
     push: Callable[[int, bytes, float], object],
     pull: Callable[[int, float], np.ndarray],
     done: Callable[[], bool],
+    pull_samples: int = FRAME,
 ) -> np.ndarray:
-    """Push packets as they arrive, pull 20 ms per tick, until the buffer has played everything."""
+    """Push packets as they arrive, pull every `pull_samples`, until the buffer has played everything."""
     out, k, tick = [], 0, 0
     while k < len(arrivals) or not done():
-        now = tick * STEP
+        now = tick * pull_samples / SAMPLE_RATE
         while k < len(arrivals) and arrivals[k].time <= now:
             push(arrivals[k].index, packets[arrivals[k].index], arrivals[k].time)
             k += 1
-        out.append(pull(FRAME, now))
+        out.append(pull(pull_samples, now))
         tick += 1
     return np.concatenate(out)
 

@@ -232,3 +232,79 @@ def test_under_gaussian_jitter_almost_nothing_comes_late():
     # The 99th percentile of the extra delay is ~70 ms; the buffer keeps a pull (20 ms) more, since
     # a packet is needed up to a pull before its first sample plays.
     assert max(delays) < 120
+
+
+@pytest.mark.parametrize("ppm", [1000, -1000])
+def test_sender_clock_drift_is_absorbed_over_an_hour(ppm):
+    """The sender's clock runs 0.1% fast (or slow): 3.6 s of audio more (or less) per hour than
+    the receiver plays. The buffer stretches pauses to stay on target instead of filling up
+    (or running dry and concealing)."""
+    tone, silence = speechlike_payload(0), speechlike_payload(10)
+    jb = JitterBuffer(L16Decoder())
+    send_step = STEP / (1 + ppm * 1e-6)
+    rng = random.Random(ppm)
+    i, worst, samples = 0, 0.0, 0
+    for tick in range(3600 * 50):
+        now = tick * STEP
+        while i * send_step + 0.002 <= now:
+            arrival = i * send_step + rng.uniform(0.0, 0.002)
+            jb.push((i * FRAME) & 0xFFFFFFFF, tone if (i // 10) % 2 == 0 else silence, FRAME, arrival)
+            i += 1
+        jb.pull(FRAME, now)
+        if tick % 50 == 0 and now > 30:  # once a second, once settled
+            worst = max(worst, abs(jb.playout_delay - jb.target_delay(now)))
+            samples += 1
+    stats = jb.stats(now)
+    assert samples > 3500 and worst <= 0.010
+    assert stats.packets_late == 0 and stats.concealed_ms == 0
+    drifted_ms = 3600 * abs(ppm) / 1000
+    stretched_ms = stats.accelerated_ms - stats.expanded_ms
+    # what was not stretched is the delay at the start and at the end
+    assert stretched_ms == pytest.approx(drifted_ms if ppm > 0 else -drifted_ms, abs=60)
+
+
+def sine_payloads(n, freq=220.0, amplitude=0.5):
+    t = np.arange(n * FRAME) / 48000
+    pcm = (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    encoder = L16Encoder(FRAME)
+    return [encoder.encode(pcm[i * FRAME : (i + 1) * FRAME]) for i in range(n)]
+
+
+def test_stretching_a_sine_never_jumps():
+    """A steady 220 Hz tone (no pauses), while the network delay creeps up by 150 ms and then
+    drops back at once: the buffer lengthens the tone as packets come later and shortens it
+    when they are early again. No output sample may step further than the tone itself does
+    (2 pi f A / fs per sample), and nothing is concealed (L16 conceals with silence)."""
+    n = 1500  # 30 s
+    arrivals = {i: i * STEP + (0.15 * min(i, 750) / 750 if i < 1000 else 0.0) for i in range(n)}
+    jb = JitterBuffer(L16Decoder())
+    out = drive(jb, arrivals, sine_payloads(n), n + 30)
+    start = np.argmax(np.abs(out) > 0)
+    end = len(out) - np.argmax(np.abs(out[::-1]) > 0)
+    steps = np.abs(np.diff(out[start:end]))
+    stats = jb.stats(n * STEP)
+    assert stats.expanded_ms >= 100 and stats.accelerated_ms >= 100
+    assert stats.concealed_ms == 0
+    assert steps.max() <= 1.02 * 2 * np.pi * 220 * 0.5 / 48000 + 1 / 32768  # L16 rounding
+
+
+def test_after_a_two_second_outage_the_delay_is_back_on_target_within_five_seconds():
+    """Two kinds of outage: the link drops 2 s of packets, or holds them and delivers them all
+    at once when it comes back. Either way, 5 s after the link is back the buffer delay is
+    within 10 ms of the target again (the stalled packets are not played 2 s late)."""
+    n = 1000
+    for kind in ("dropped", "held"):
+        arrivals = {}
+        for i in range(n):
+            t = i * STEP + abs(random.Random(i).gauss(0, 0.005))
+            if 400 <= i < 500:  # 8 s to 10 s
+                if kind == "dropped":
+                    continue
+                t = max(t, 10.0)
+            arrivals[i] = t
+        jb = JitterBuffer(L16Decoder())
+        trace: list[tuple[float, float, float]] = []
+        drive(jb, arrivals, [speechlike_payload(i) for i in range(n)], n + 30, trace)
+        settled = [abs(level - target) for t, level, target in trace if 15.0 <= t < 19.5]
+        assert max(settled) <= 10, kind
+        assert jb.stats(n * STEP).concealed_ms >= 1800, kind  # the outage itself was concealed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 from hypothesis import given, settings
@@ -98,3 +99,34 @@ def test_fec_is_sent_only_once_the_receiver_reports_loss(speech):
     # speech carry it (libopus spends no LBRR bits on pauses): 157 of 357 here
     assert lossy.receiver.fec_packets_received > 0.3 * lossy.receiver.packets_received
     assert lossy.receiver.fec_recovered > 5
+
+
+def test_fec_turns_off_again_when_the_loss_stops(speech):
+    """10 s with 10% loss, then 10 s without: FEC bits are spent while RTCP reports loss, and
+    stop a few reports after it reports none."""
+    rng = random.Random(2)
+    config = SessionConfig(rtcp_interval_s=0.5)
+    sender = Session(replace(config, remote=PEER), random.Random(1), 0.0)
+    receiver = Session(replace(config, remote=PEER), random.Random(2), 0.0)
+    source = np.tile(speech, 3)
+    fec_by_phase = {"lossy": 0, "settling": 0, "clean": 0}
+    expected_loss = {}
+    for i in range(1000):  # 20 s of 20 ms frames
+        now = i * 0.02
+        phase = "lossy" if now < 10 else "settling" if now < 13 else "clean"
+        sender.send_audio(source[i * 960 : (i + 1) * 960], now)
+        for session in (sender, receiver):
+            session.handle_deadline(now)
+        for data, _ in sender.datagrams_to_send(now):
+            if phase == "lossy" and rng.random() < 0.1:
+                continue
+            before = receiver.stats(now).fec_packets_received
+            receiver.receive_datagram(data, PEER, now)
+            fec_by_phase[phase] += receiver.stats(now).fec_packets_received - before
+        for data, _ in receiver.datagrams_to_send(now):
+            sender.receive_datagram(data, PEER, now)
+        receiver.pull_audio(960, now)
+        expected_loss[phase] = sender.expected_loss_percent
+    assert expected_loss["lossy"] >= 5 and expected_loss["clean"] == 0
+    assert fec_by_phase["lossy"] > 100  # of ~450 packets, most speech packets after the first report
+    assert fec_by_phase["clean"] == 0

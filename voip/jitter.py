@@ -400,9 +400,7 @@ class JitterBuffer:
         margin = (self.config.margin_ms / 1000.0) + self._pull_samples / SAMPLE_RATE
         if self._last_loss is not None and now - self._last_loss < self.config.loss_memory_s:
             margin += self._last_samples / SAMPLE_RATE
-        worst = max(
-            self._estimator.quantile_delay_ms / 1000.0, self._window.largest_delay, self._peaks.height(now)
-        )
+        worst = max(self._estimator.quantile_delay_ms / 1000.0, self._window.largest_delay, self._peaks.height(now))
         target_ms = (margin + worst) * 1000.0
         return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms)) / 1000.0
 
@@ -509,12 +507,11 @@ class JitterBuffer:
         if quiet:
             lag = max(1, min(wanted, len(pcm) // 2))
         else:
-            longest = min(int(budget), len(pcm) // 2, MAX_LAG)
-            longest = longest if lengthen else min(longest, wanted)
+            longest = min(len(pcm) // 2, MAX_LAG) if lengthen else min(len(pcm) // 2, MAX_LAG, wanted)
             if longest < MIN_LAG:
                 return pcm
             lag, correlation = best_period(pcm, MIN_LAG, longest)
-            if correlation < PERIODIC and not (lengthen and excess < -2 * margin):
+            if lag > budget or (correlation < PERIODIC and not (lengthen and excess < -2 * margin)):
                 return pcm
             self._stretch_budget -= lag
         if lengthen:

@@ -16,7 +16,8 @@ from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 
-_UNITS = {"delay": "ms", "jitter": "ms", "loss": "%", "burst": "", "reorder": "%", "duplicate": "%"}
+_UNITS = {"delay": "ms", "jitter": "ms", "loss": "%", "burst": "", "reorder": "%", "duplicate": "%", "drift": "ppm"}
+MAX_DRIFT_PPM = 10_000.0  # 1%: far beyond any sound card, which are within a few hundred ppm
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class NetworkSpec:
     burst: float = 1.0  # mean length of a loss burst, in packets (Gilbert model)
     reorder: float = 0.0  # fraction held back behind later packets
     duplicate: float = 0.0  # fraction delivered twice
+    # How fast the sender's clock runs against the receiver's, in parts per million (positive:
+    # it sends more than a second of audio per second). No network does this; the simulations
+    # apply it to the sending clock, and the spec carries it so --network can ask for it.
+    drift_ppm: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("loss", "reorder", "duplicate"):
@@ -34,12 +39,14 @@ class NetworkSpec:
                 raise ValueError(f"{name} must be between 0% and 100%")
         if self.delay_ms < 0 or self.jitter_ms < 0:
             raise ValueError("delay and jitter cannot be negative")
+        if abs(self.drift_ppm) > MAX_DRIFT_PPM:
+            raise ValueError(f"drift must be within +-{MAX_DRIFT_PPM:g} ppm")
         if self.burst < 1:
             raise ValueError("burst is a mean length in packets and must be at least 1")
 
     @classmethod
     def parse(cls, text: str) -> NetworkSpec:
-        """Parse e.g. 'delay=40ms,jitter=20ms,loss=5%,burst=3,reorder=1%,duplicate=1%'."""
+        """Parse e.g. 'delay=40ms,jitter=20ms,loss=5%,burst=3,reorder=1%,duplicate=1%,drift=-500ppm'."""
         values: dict[str, float] = {}
         for item in filter(None, (part.strip() for part in text.split(","))):
             key, sep, raw = item.partition("=")
@@ -49,13 +56,14 @@ class NetworkSpec:
                     f"bad network item {item!r}: expected one of " + ", ".join(f"{k}=N{u}" for k, u in _UNITS.items())
                 )
             unit = _UNITS[key]
-            match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|%|)\s*", raw)
+            sign = "[-+]?" if key == "drift" else ""
+            match = re.fullmatch(rf"\s*({sign}[0-9]*\.?[0-9]+)\s*(ms|%|ppm|)\s*", raw)
             if not match or match.group(2) not in (unit, ""):
                 raise ValueError(f"bad value for {key}: {raw!r} (expected a number in {unit or 'packets'})")
             number = float(match.group(1))
             if unit == "%":
                 number /= 100.0
-            values[key if key in ("loss", "burst", "reorder", "duplicate") else f"{key}_ms"] = number
+            values[key if key in ("loss", "burst", "reorder", "duplicate") else f"{key}_{unit}"] = number
         return cls(**values)
 
     def describe(self) -> str:
@@ -63,7 +71,7 @@ class NetworkSpec:
         for f in fields(self):
             value = getattr(self, f.name)
             if value != f.default:
-                name = f.name.removesuffix("_ms")
+                name = f.name.removesuffix("_ms").removesuffix("_ppm")
                 unit = _UNITS[name]
                 shown = value * 100 if unit == "%" else value
                 parts.append(f"{name}={shown:g}{unit}")

@@ -142,6 +142,15 @@ class Session:
         return self._first_send
 
     @property
+    def expected_loss_percent(self) -> int:
+        """The loss the encoder is told to expect, from RTCP reports: above 0, Opus may add FEC.
+
+        Below half a percent the smoothed loss is the memory of old reports decaying: no loss,
+        no FEC bits. Above it, round up: some FEC beats none when packets are lost.
+        """
+        return math.ceil(self._expected_loss * 100) if self._expected_loss >= 0.005 else 0
+
+    @property
     def codec_delay_samples(self) -> int:
         """Encoder lookahead: part of the mouth-to-ear delay that no buffer can remove."""
         return int(getattr(self._encoder, "lookahead_samples", 0))
@@ -279,7 +288,7 @@ class Session:
             self.remote_fraction_lost = loss
             self.remote_jitter_ms = block.jitter * 1000.0 / SAMPLE_RATE
             self._expected_loss += LOSS_SMOOTHING * (loss - self._expected_loss)
-            self._encoder.set_expected_loss(math.ceil(self._expected_loss * 100))
+            self._encoder.set_expected_loss(self.expected_loss_percent)
 
     def pull_audio(self, samples: int, now: float) -> Pcm:
         return self.jitter.pull(samples, now)

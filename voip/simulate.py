@@ -36,7 +36,11 @@ def simulate(
     seed: int = 0,
     tail_s: float = 1.0,
 ) -> SimulationResult:
-    """Stream `source` one way through `network`, then BYE; return what was played."""
+    """Stream `source` one way through `network`, then BYE; return what was played.
+
+    The sender and the receiver each keep their own frame clock: with `network.drift_ppm`,
+    the sender's runs that much fast (or slow, when negative) against the receiver's.
+    """
     rng = random.Random(seed)
     now = 0.0
     sender = Session(_with_remote(config, RECEIVER), random.Random(rng.getrandbits(32)), now)
@@ -45,15 +49,18 @@ def simulate(
     backward: NetworkSimulator[bytes] = NetworkSimulator(network, random.Random(rng.getrandbits(32)))
     frame = sender.frame_samples
     step = frame / SAMPLE_RATE
+    send_step = step / (1.0 + network.drift_ppm * 1e-6)  # the sender's 20 ms, on the receiver's clock
     frames_in = -(-len(source) // frame)
     played: list[Pcm] = []
-    tick = 0
-    max_ticks = frames_in + int(tail_s / step) + int(network.delay_ms / 1000 / step) + 100
-    while tick < max_ticks:
-        now = tick * step
-        if tick < frames_in:
-            sender.send_audio(source[tick * frame : (tick + 1) * frame], now)
-            if tick == frames_in - 1:
+    sent = pulls = 0
+    max_pulls = frames_in + int(tail_s / step) + int(network.delay_ms / 1000 / step) + 100
+    while pulls < max_pulls:
+        send_at, pull_at = sent * send_step, pulls * step
+        now = min(send_at, pull_at) if sent < frames_in else pull_at
+        if sent < frames_in and send_at <= now:
+            sender.send_audio(source[sent * frame : (sent + 1) * frame], now)
+            sent += 1
+            if sent == frames_in:
                 sender.flush_audio(now)
                 sender.hang_up(now)
         for session, link in ((sender, forward), (receiver, backward)):
@@ -64,12 +71,14 @@ def simulate(
             receiver.receive_datagram(data, SENDER, when)
         for when, data in backward.deliver_timed(now):
             sender.receive_datagram(data, RECEIVER, when)
+        if pull_at > now:
+            continue
         pcm = receiver.pull_audio(frame, now)
         if receiver.jitter.started:
             played.append(pcm)
         if receiver.receive_finished:
             break
-        tick += 1
+        pulls += 1
     output = np.concatenate(played) if played else np.zeros(0, dtype=np.float32)
     return SimulationResult(output, sender.stats(now), receiver.stats(now))
 
