@@ -78,7 +78,7 @@ class JitterConfig:
     resync_after_s: float = 3.0
     delay_window_s: float = 1.0  # the least punctual packet of this long steers the buffer
     margin_ms: float = 5.0  # how early the least punctual packet should arrive before it is needed
-    loss_memory_s: float = 10.0  # how long after a loss or underrun the target keeps a packet more
+    loss_memory_s: float = 10.0  # how long after a loss FEC could rebuild the target keeps a packet more
     max_stretch_rate: float = 0.15  # accelerate and expand together, as a fraction of the audio played
 
     def __post_init__(self) -> None:
@@ -288,7 +288,7 @@ class JitterBuffer:
         self._peaks = DelayPeaks()
         self._ended = False
         self._first_arrival: float | None = None
-        self._last_loss: float | None = None  # the last loss or underrun
+        self._last_loss: float | None = None  # the last loss that the next packet's FEC could rebuild
         self._window = PunctualityWindow(self.config.delay_window_s)
         self._pull_samples = 960
         self.playout_delay = 0.0  # seconds from the fastest path's arrival to need, of the last packet
@@ -394,8 +394,8 @@ class JitterBuffer:
         so one pull, the margin, and the larger of the 95th-percentile relative delay (long
         memory), the largest relative delay of the last window (the pattern playing now)
         and, while delay spikes keep recurring, the height of the last ones. For a while
-        after a loss or an underrun, one packet more: the packet whose FEC rebuilds a lost
-        one is then here in time, and a stream that ran dry gets room.
+        after a loss that FEC could rebuild, one packet more: the packet whose FEC rebuilds
+        the next lost one is then here in time.
         """
         margin = (self.config.margin_ms / 1000.0) + self._pull_samples / SAMPLE_RATE
         if self._last_loss is not None and now - self._last_loss < self.config.loss_memory_s:
@@ -425,7 +425,6 @@ class JitterBuffer:
             return self._fill_gap(self._keys[0], now)
         if self._ended:
             return None
-        self._last_loss = now  # an underrun: lost, or late beyond the margin
         chunk = self._conceal(self._last_samples, now)
         self._concealed_ahead += len(chunk)
         return chunk
@@ -536,9 +535,10 @@ class JitterBuffer:
         gap = next_ts - self._playout_ts
         if gap == 0:
             return np.zeros(0, dtype=np.float32)
-        self._last_loss = now
         following = self._packets[next_ts]
         fec_covers = following.samples if self._decoder.has_fec(following.payload) else 0
+        if fec_covers:  # the stream carries FEC: keep the next packet here in time to rebuild a loss
+            self._last_loss = now
         if not waited and gap > fec_covers and not self._ended and self._excess(self.target_delay(now)) < 0:
             # Below target, and no FEC to rebuild it: the missing packet is more likely late than
             # lost. Conceal one packet without moving the playout point. If it comes, it plays
