@@ -217,7 +217,9 @@ def test_the_timeline_records_what_the_statistics_count():
 def test_under_gaussian_jitter_almost_nothing_comes_late():
     """Ten 8 s streams with N(0, 30 ms) extra delay (clipped at 0): the start, before the
     histogram has learned, is where packets come late. Before late packets fed the target
-    and missing ones were waited for, 28 of these 4000 came late; now 9."""
+    and missing ones were waited for, 28 of these 4000 came late; then 9 while an underrun
+    also added a packet of delay for 10 s; without that extra delay (10-15 ms less on average
+    in bench_jitter), 21."""
     late, delays = 0, []
     for seed in range(10):
         rng = random.Random(seed)
@@ -228,7 +230,7 @@ def test_under_gaussian_jitter_almost_nothing_comes_late():
         stats = jb.stats(n * STEP)
         late += stats.packets_late
         delays.append(stats.buffer_delay_ms)
-    assert late <= 15  # 0.4%
+    assert late <= 25  # 0.6%, against issue 5's bound of 1%
     # The 99th percentile of the extra delay is ~70 ms; the buffer keeps a pull (20 ms) more, since
     # a packet is needed up to a pull before its first sample plays.
     assert max(delays) < 120

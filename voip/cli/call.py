@@ -162,7 +162,7 @@ def _converse(
             session.hang_up(now)
         return False
 
-    loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick)
+    loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick, source_drift_ppm=args.network.drift_ppm)
     with _first_interrupt_sets() as interrupted:
         loop.run(should_stop)
     status.clear()

@@ -55,8 +55,10 @@ def status_fields(s: StreamStats) -> str:
     """What we hear (delay, jitter, loss, concealment), the round trip, and what the peer reports hearing."""
     rtt = f"{s.rtt_ms:.1f} ms" if s.rtt_ms is not None else "-"
     line = (
-        f"delay {s.buffer_delay_ms:3.0f} ms (target {s.buffer_target_ms:3.0f})  jitter {s.jitter_ms:4.1f} ms  "
-        f"loss {s.packets_lost}  concealed {s.concealed_ms:.0f} ms  rtt {rtt}  {s.bitrate_kbps:.1f} kbit/s"
+        f"delay {s.buffer_delay_ms:3.0f} ms (p95 {s.buffer_delay_p95_ms:3.0f}, target {s.buffer_target_ms:3.0f})  "
+        f"jitter {s.jitter_ms:4.1f} ms  loss {s.packets_lost} (FEC {s.fec_recovered})  "
+        f"concealed {s.concealed_ms:.0f} ms ({s.concealment_events} times, {s.interruptions} interruptions)  "
+        f"stretched +{s.expanded_ms:.0f}/-{s.accelerated_ms:.0f} ms  rtt {rtt}  {s.bitrate_kbps:.1f} kbit/s"
     )
     if s.remote_fraction_lost is not None and s.remote_jitter_ms is not None:
         line += f"  | peer hears: loss {s.remote_fraction_lost:.0%} jitter {s.remote_jitter_ms:.1f} ms"

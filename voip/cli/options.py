@@ -59,7 +59,8 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
         type=_network,
         default=NetworkSpec(),
         metavar="SPEC",
-        help="impairment, e.g. delay=40ms,jitter=20ms,loss=5%%,burst=3,reorder=1%%,duplicate=1%%",
+        help="impairment, e.g. delay=40ms,jitter=20ms,loss=5%%,burst=3,reorder=1%%,duplicate=1%%; "
+        "drift=-500ppm runs a file source's clock that much slow (or fast) against the receiver's",
     )
     group.add_argument("--seed", type=int, default=None, help="make the simulated network repeatable")
 

@@ -80,7 +80,7 @@ def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, r
         done = f"{elapsed:5.1f}/{total:.1f} s" if total else f"{elapsed:5.1f} s"
         status.show(now, lambda: f"sending {done}  {level_meter(io.mic)}" + status_fields(session.stats(now)))
 
-    loop = MediaLoop([endpoint], session.frame_samples, on_tick=progress)
+    loop = MediaLoop([endpoint], session.frame_samples, on_tick=progress, source_drift_ppm=args.network.drift_ppm)
 
     def should_stop(now: float) -> bool:
         if endpoint.source_done or _past(loop, args, now):
@@ -186,7 +186,9 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
     def on_tick(now: float) -> None:
         status.show(now, lambda: f"loopback  {level_meter(io.mic)}" + status_fields(_merged(sender, receiver, now)))
 
-    loop = MediaLoop([forward, backward], sender.frame_samples, on_tick=on_tick)
+    loop = MediaLoop(
+        [forward, backward], sender.frame_samples, on_tick=on_tick, source_drift_ppm=args.network.drift_ppm
+    )
 
     def should_stop(now: float) -> bool:
         if args.duration is not None:

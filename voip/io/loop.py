@@ -99,6 +99,7 @@ class MediaLoop:
         frame_samples: int,
         clock: Callable[[], float] = time.monotonic,
         on_tick: Callable[[float], None] | None = None,
+        source_drift_ppm: float = 0.0,
     ) -> None:
         self.endpoints = endpoints
         self.frame_s = frame_samples / SAMPLE_RATE
@@ -107,6 +108,9 @@ class MediaLoop:
         self.on_tick = on_tick  # every frame tick, and after packets arrived
         self.start = clock()
         self._next_tick = self.start
+        # File sources may run on a clock that drifts against the one that plays (--network drift=).
+        self.source_frame_s = self.frame_s / (1.0 + source_drift_ppm * 1e-6)
+        self._next_source_tick = self.start
 
     def run(self, should_stop: Callable[[float], bool]) -> None:
         devices = [d for ep in self.endpoints for d in (ep.speaker, ep.mic) if d is not None]
@@ -119,11 +123,15 @@ class MediaLoop:
                 device.stop()
 
     def _run(self, should_stop: Callable[[float], bool], devices: list[Microphone | Speaker]) -> None:
-        self._next_tick = self.start = self.clock()
+        self._next_tick = self._next_source_tick = self.start = self.clock()
         waitables: list[socket.socket | Microphone | Speaker] = [ep.sock for ep in self.endpoints]
         waitables += devices
         while True:
             now = self.clock()
+            while now >= self._next_source_tick:
+                tick = self._next_source_tick
+                self._next_source_tick += self.source_frame_s
+                self._read_sources(tick)
             while now >= self._next_tick:
                 tick = self._next_tick
                 self._next_tick += self.frame_s
@@ -136,7 +144,10 @@ class MediaLoop:
                     ep.transmit(now)
                     ep.flush_network()
                 return
-            deadline = min([self._next_tick] + [t for ep in self.endpoints if (t := ep.next_deadline()) is not None])
+            deadline = min(
+                [self._next_tick, self._next_source_tick]
+                + [t for ep in self.endpoints if (t := ep.next_deadline()) is not None]
+            )
             readable, _, _ = select.select(waitables, [], [], max(0.0, deadline - self.clock()))
             if readable:
                 self._on_readable(readable)
@@ -145,7 +156,7 @@ class MediaLoop:
 
     def tick_now(self) -> None:
         """Start the frame clock over from now: e.g. a call connected and its file should start at once."""
-        self._next_tick = self.clock()
+        self._next_tick = self._next_source_tick = self.clock()
 
     def _on_readable(self, readable: list[socket.socket | Microphone | Speaker]) -> None:
         now = self.clock()
@@ -165,7 +176,7 @@ class MediaLoop:
             if ep.speaker is not None and ep.speaker in readable:
                 self._feed_speaker(ep, ep.speaker, self.clock())
 
-    def _tick(self, now: float) -> None:
+    def _read_sources(self, now: float) -> None:
         for ep in self.endpoints:
             if ep.source is not None and not ep.source_done:
                 pcm = ep.source.read(self.frame_samples)
@@ -173,6 +184,9 @@ class MediaLoop:
                 if len(pcm) < self.frame_samples:
                     ep.source_done = True
                     ep.session.flush_audio(now)
+
+    def _tick(self, now: float) -> None:
+        for ep in self.endpoints:
             if ep.sinks and ep.speaker is None and not ep.session.receive_finished:
                 pcm = ep.session.pull_audio(self.frame_samples, now)
                 self._write_sinks(ep, pcm)
