@@ -175,41 +175,42 @@ class DelayEstimator:
 
 
 class PunctualityWindow:
-    """Over the last second: the least playout delay and the largest relative arrival delay.
+    """Over the last second: the least need delay and the largest relative arrival delay.
 
-    Playout delays are kept net of the stretching done since: a stretch moves every later
-    packet's playout by exactly its length, so old evidence stays valid after one. Two
-    monotonic deques, so both extremes cost O(1) per packet.
+    A packet's need delay is the time from when it would have arrived by the fastest path
+    to the pull that first needs it: its slack plus its relative delay. Records are kept
+    net of the shifts since: after a stretch moves every later need by whole pulls, old
+    evidence stays valid. Two monotonic deques, so both extremes cost O(1) per packet.
     """
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
-        self._playout: deque[tuple[float, float]] = deque()  # rising: front is the least
+        self._need: deque[tuple[float, float]] = deque()  # rising: front is the least
         self._delay: deque[tuple[float, float]] = deque()  # falling: front is the largest
         self._since: float | None = None
-        self._shortened = 0.0  # seconds accelerated minus expanded since the window started
+        self._shift = 0.0  # seconds by which needs moved later since the window started
 
-    def add(self, now: float, playout_delay: float, relative_delay: float) -> None:
-        for window in (self._playout, self._delay):
+    def add(self, now: float, need_delay: float, relative_delay: float) -> None:
+        for window in (self._need, self._delay):
             while window and window[0][0] < now - self._seconds:
                 window.popleft()
-        value = playout_delay + self._shortened
-        while self._playout and self._playout[-1][1] >= value:
-            self._playout.pop()
-        self._playout.append((now, value))
+        value = need_delay - self._shift
+        while self._need and self._need[-1][1] >= value:
+            self._need.pop()
+        self._need.append((now, value))
         while self._delay and self._delay[-1][1] <= relative_delay:
             self._delay.pop()
         self._delay.append((now, relative_delay))
         if self._since is None:
             self._since = now
 
-    def stretched(self, seconds: float) -> None:
-        """Every later packet plays `seconds` later (negative: sooner)."""
-        self._shortened -= seconds
+    def shifted(self, seconds: float) -> None:
+        """Every later packet is needed `seconds` later (negative: sooner)."""
+        self._shift += seconds
 
     @property
-    def least_playout_delay(self) -> float:
-        return self._playout[0][1] - self._shortened if self._playout else 0.0
+    def least_need_delay(self) -> float:
+        return self._need[0][1] + self._shift if self._need else 0.0
 
     @property
     def largest_delay(self) -> float:
@@ -219,10 +220,10 @@ class PunctualityWindow:
         return self._since is not None and now - self._since >= self._seconds
 
     def restart(self) -> None:
-        self._playout.clear()
+        self._need.clear()
         self._delay.clear()
         self._since = None
-        self._shortened = 0.0
+        self._shift = 0.0
 
 
 class DelayPeaks:
@@ -291,7 +292,7 @@ class JitterBuffer:
         self._last_loss: float | None = None  # the last loss that the next packet's FEC could rebuild
         self._window = PunctualityWindow(self.config.delay_window_s)
         self._pull_samples = 960
-        self.playout_delay = 0.0  # seconds from the fastest path's arrival to need, of the last packet
+        self.playout_delay = 0.0  # seconds from the fastest path's arrival to play-out, of the last packet
         # statistics
         self.packets_late = 0
         self.packets_duplicate = 0
@@ -316,11 +317,10 @@ class JitterBuffer:
                     self.packets_duplicate += 1
                     return PushResult.DUPLICATE
                 # Too late to play, but its delay is the news the target most needs: count it in
-                # the histogram, and in the window with the playout delay it had (its turn was
-                # as far before the next packet's as its timestamp is).
+                # the histogram, and in the window with the need delay it lacked (about as far
+                # before the next packet's need as its timestamp is before it).
                 relative_delay = self._arrived(ts, now)
-                turn = now + (len(self._fifo) - (self._playout_ts - ts)) / SAMPLE_RATE
-                self._window.add(now, turn - now + relative_delay, relative_delay)
+                self._window.add(now, -(self._playout_ts - ts) / SAMPLE_RATE + relative_delay, relative_delay)
                 self.packets_late += 1
                 if self.timeline is not None:
                     self.timeline.late_packet(now)
@@ -388,25 +388,33 @@ class JitterBuffer:
         return out
 
     def target_delay(self, now: float) -> float:
-        """Seconds from a fastest-path arrival to the play-out of its first sample, to steer toward.
+        """Seconds from a fastest-path arrival to the pull that needs the packet, to steer toward.
 
-        A packet is needed at the pull before its first sample plays, up to a pull earlier:
-        so one pull, the margin, and the larger of the 95th-percentile relative delay (long
-        memory), the largest relative delay of the last window (the pattern playing now)
-        and, while delay spikes keep recurring, the height of the last ones. For a while
-        after a loss that FEC could rebuild, one packet more: the packet whose FEC rebuilds
-        the next lost one is then here in time.
+        The margin, over the larger of the 95th-percentile relative delay (long memory), the
+        largest relative delay of the last window (the pattern playing now) and, while delay
+        spikes keep recurring, the height of the last ones. For a while after a loss that FEC
+        could rebuild, one packet more: the packet whose FEC rebuilds the next lost one is
+        then here in time.
         """
-        margin = (self.config.margin_ms / 1000.0) + self._pull_samples / SAMPLE_RATE
+        margin = self.config.margin_ms / 1000.0
         if self._last_loss is not None and now - self._last_loss < self.config.loss_memory_s:
             margin += self._last_samples / SAMPLE_RATE
         worst = max(self._estimator.quantile_delay_ms / 1000.0, self._window.largest_delay, self._peaks.height(now))
         target_ms = (margin + worst) * 1000.0
         return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms)) / 1000.0
 
+    def target_playout_delay(self, now: float) -> float:
+        """The target as a playout delay (fastest-path arrival to first sample played).
+
+        Needs come at pulls, so the need delay can only be held within one pull above its
+        target; playout adds what is left of the packet before, which pauses trim. This is
+        the middle of that band: what `playout_delay` is steered to.
+        """
+        return self.target_delay(now) + self._pull_samples / SAMPLE_RATE / 2
+
     def _excess(self, target: float) -> float:
-        """How much sooner every packet could play, the least punctual one keeping its margin."""
-        return self._window.least_playout_delay - target
+        """How much sooner every packet could be needed, the least punctual one keeping its margin."""
+        return self._window.least_need_delay - target
 
     @property
     def started(self) -> bool:
@@ -460,24 +468,33 @@ class JitterBuffer:
 
     def _play_packet(self, packet: _Buffered, now: float) -> Pcm:
         assert self._playout_ts is not None
-        # The packet is needed now; its first sample plays once what is left of the last one has.
-        plays_at = now + len(self._fifo) / SAMPLE_RATE
-        self.playout_delay = plays_at - packet.arrival + packet.relative_delay
-        self._window.add(now, self.playout_delay, packet.relative_delay)
+        # Needed now; its first sample plays once what is left of the packet before has.
+        before = len(self._fifo)
+        need_delay = now - packet.arrival + packet.relative_delay
+        self.playout_delay = need_delay + before / SAMPLE_RATE
+        self._window.add(now, need_delay, packet.relative_delay)
         target = self.target_delay(now)
         if self.timeline is not None:
-            self.timeline.playout(now, self.playout_delay * 1000.0, target * 1000.0)
-        self._take(self._playout_ts, plays_at)
+            self.timeline.playout(now, self.playout_delay * 1000.0, self.target_playout_delay(now) * 1000.0)
+        self._take(self._playout_ts, now + before / SAMPLE_RATE)
         pcm = self._decoder.decode(packet.payload)
         self._run_samples = 0  # a concealment run ends with real audio
         if self._concealed_ahead:  # the concealment did not stand in for a packet: it delayed them all
-            self._window.stretched(self._concealed_ahead / SAMPLE_RATE)
+            self._window.shifted(self._pull_shift(self._concealed_ahead))
             self._concealed_ahead = 0
         self._last_samples = packet.samples
         self._playout_ts += packet.samples
-        return self._stretch(pcm, self._excess(target), now)
+        # What will be left for later pulls once this one is served, in samples
+        left = before + len(pcm) - self._pull_samples
+        return self._stretch(pcm, self._excess(target), left, now)
 
-    def _stretch(self, pcm: Pcm, excess: float, now: float) -> Pcm:
+    def _pull_shift(self, samples: int, left: int = 0) -> float:
+        """How much later (seconds) every later packet is needed once `samples` more audio is
+        queued ahead of it, `left` samples being queued beyond this pull: whole pulls crossed."""
+        pull = self._pull_samples
+        return (math.floor((left + samples) / pull) - math.floor(left / pull)) * pull / SAMPLE_RATE
+
+    def _stretch(self, pcm: Pcm, excess: float, left: int, now: float) -> Pcm:
         """Move toward the target where it cannot be heard (nor measured).
 
         Any change of delay inside an utterance is a time warp that listeners and PESQ
@@ -487,24 +504,39 @@ class JitterBuffer:
         speech it stretches by one pitch period only when it must: to lengthen when a packet
         is about to miss its turn, to shorten when far too much is buffered; such stretches
         are bounded to `max_stretch_rate` of the audio played.
+
+        Needs come at pulls: what is queued beyond the next need (`left` modulo a pull) can
+        be cut without moving any need, and only shortens the delay; beyond that, each
+        pull crossed moves every later need a pull sooner. Lengthening gains punctuality
+        only when it crosses a pull.
         """
-        budget = min(2 * MAX_LAG, self._stretch_budget + self.config.max_stretch_rate * len(pcm))
+        budget = min(3 * MAX_LAG, self._stretch_budget + self.config.max_stretch_rate * len(pcm))
         self._stretch_budget = budget
         quiet = _rms(pcm) < LOW_ENERGY_RMS
         self._quiet_samples = self._quiet_samples + len(pcm) if quiet else 0
+        in_pause = self._quiet_samples >= PAUSE_SAMPLES
+        pull = self._pull_samples
+        spare = left % pull  # cut freely: no need moves
         margin = self.config.margin_ms / 1000.0
-        lengthen = excess < -TOLERANCE_S and not self._ended  # after BYE no packet will come to fill it
-        if lengthen:
-            urgent = excess < -margin  # the least punctual packet would have missed with an unlucky pull
-            if not (urgent or self._quiet_samples >= PAUSE_SAMPLES):
+        if excess < -TOLERANCE_S and not self._ended:  # after BYE no packet will come to fill it
+            # In a pause, any shortfall; in speech, once the margin is gone (lengthening speech
+            # sooner cost PESQ more than the few late packets it saves). Gaining punctuality
+            # takes up to a pull of added audio; a packet that repeats itself well is
+            # stretched, and once the margin is gone twice over, any.
+            if not (excess < -margin or in_pause):
                 return pcm
+            crossings = math.ceil(-excess * SAMPLE_RATE / pull)
+            wanted = crossings * pull - spare
+            lengthen = True
         else:
-            enough = excess * SAMPLE_RATE >= MIN_LAG and self._window.full(now)
-            if not (enough and (self._quiet_samples >= PAUSE_SAMPLES or excess >= FAR_TOO_LATE_S)):
+            cuttable = spare + (pull * math.floor(excess * SAMPLE_RATE / pull) if self._window.full(now) else 0)
+            if cuttable < MIN_LAG or not (in_pause or excess >= FAR_TOO_LATE_S):
                 return pcm
-        wanted = math.ceil(abs(excess) * SAMPLE_RATE) if lengthen else int(excess * SAMPLE_RATE)
+            wanted = cuttable
+            lengthen = False
         if quiet:
             lag = max(1, min(wanted, len(pcm) // 2))
+            times = math.ceil(wanted / lag) if lengthen else 1
         else:
             longest = min(len(pcm) // 2, MAX_LAG) if lengthen else min(len(pcm) // 2, MAX_LAG, wanted)
             if longest < MIN_LAG:
@@ -512,17 +544,21 @@ class JitterBuffer:
             lag, correlation = best_period(pcm, MIN_LAG, longest)
             if lag > budget or (correlation < PERIODIC and not (lengthen and excess < -2 * margin)):
                 return pcm
-            self._stretch_budget -= lag
+            # Lengthen by as many periods as it takes to gain a pull, in one place: one time
+            # warp is less audible (and costs PESQ less) than several.
+            times = min(math.ceil(wanted / lag), int(budget // lag)) if lengthen else 1
+            self._stretch_budget -= times * lag
+        out = pcm
+        for _ in range(times):
+            out = expand(out, lag) if lengthen else accelerate(out, lag)
         if lengthen:
-            out = expand(pcm, lag)
-            self._expanded_samples += lag
+            self._expanded_samples += times * lag
         else:
-            out = accelerate(pcm, lag)
             self._accelerated_samples += lag
-        change = (len(out) - len(pcm)) / SAMPLE_RATE
-        self._window.stretched(change)
+        change = len(out) - len(pcm)
+        self._window.shifted(self._pull_shift(change, left))
         if self.timeline is not None:
-            self.timeline.stretched(now, change * 1000.0)
+            self.timeline.stretched(now, _ms(change))
         return out
 
     def _fill_gap(self, next_ts: int, now: float) -> Pcm:
@@ -595,7 +631,7 @@ class JitterBuffer:
             interruptions=self._interruptions,
             buffer_delay_ms=self._delay_sum / played if played else 0.0,
             buffer_delay_p95_ms=p95,
-            buffer_target_ms=self.target_delay(now) * 1000.0,
+            buffer_target_ms=self.target_playout_delay(now) * 1000.0,
             accelerated_ms=_ms(self._accelerated_samples),
             expanded_ms=_ms(self._expanded_samples),
         )
