@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Our jitter buffer against simple designs, on the same seeded packet traces.
 
-Per trace (the bundled speech, Opus 24 kbit/s with in-band FEC, 20 ms packets, impaired by
-`voip.netsim`, played out on a simulated 20 ms clock):
+Per trace (the bundled sentence three times over, Opus 24 kbit/s with in-band FEC, 20 ms
+packets, impaired by `voip.netsim`; our buffer pulled every 10 ms on a simulated clock):
   ours      voip.jitter.JitterBuffer
   oracle    a fixed playout delay, the smallest (1 ms steps) with <= 1% of packets late on that trace
   fixed200  a fixed 200 ms playout delay (GStreamer's rtpjitterbuffer default latency)
@@ -14,10 +14,13 @@ counted), PESQ-WB against the source.
 
   gst       GStreamer's own receiver (rtpjitterbuffer latency=200 do-lost=true, opusdec plc=true
             use-inband-fec=true), fed the same packets over UDP on 127.0.0.1 at their arrival times,
-            in real time (so this column takes the length of the speech per trace); PESQ only
-Not yet here (see the jitter-buffer issue): sender clock drift.
+            in real time (so this column takes the length of the speech per trace); PESQ only.
+            Its output goes to a file, unpaced: a stall leaves no gap there as it would on a
+            sound card, so on the spikes trace this column is an upper bound for GStreamer.
+Drift traces run the sender's clock 1000 ppm fast or slow (24 ms over the 24 s).
 
-    .venv/bin/python scripts/bench_jitter.py [--seed 1]
+    scripts/setup --bench   # GStreamer, for the gst column
+    .venv/bin/python scripts/bench_jitter.py [--seed 1] [--no-gstreamer]
 """
 
 from __future__ import annotations

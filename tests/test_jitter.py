@@ -167,13 +167,13 @@ def test_timestamp_wraparound_is_seamless():
 
 
 def test_incremental_quantile_matches_a_brute_force_histogram():
-    from voip.jitter import DelayEstimator, JitterConfig
+    from voip.jitter import PRIOR_PACKETS, DelayEstimator, JitterConfig
 
     config = JitterConfig()
     estimator = DelayEstimator(config)
     buckets = len(estimator._histogram)
     reference = np.zeros(buckets)
-    reference[int(config.initial_delay_ms / config.bucket_ms)] = 1.0
+    reference[int(config.initial_delay_ms / config.bucket_ms)] = PRIOR_PACKETS * (1 - config.forget_factor)
     rng = random.Random(11)
     window: list[tuple[float, float]] = []
     for i in range(5000):  # long enough to pass several weight renormalizations
@@ -187,7 +187,7 @@ def test_incremental_quantile_matches_a_brute_force_histogram():
         reference[min(buckets - 1, int(relative_ms / config.bucket_ms))] += 1 - config.forget_factor
         cumulative = np.cumsum(reference)
         expected = int(np.searchsorted(cumulative, config.quantile * cumulative[-1]))
-        assert estimator.quantile_delay_ms == min(expected, buckets - 1) * config.bucket_ms, i
+        assert estimator.quantile_delay_ms == (min(expected, buckets - 1) + 1) * config.bucket_ms, i
 
 
 def test_the_timeline_records_what_the_statistics_count():

@@ -22,9 +22,10 @@ PEER = ("127.0.0.1", 4000)
 
 def test_lossless_codec_on_a_clean_network_is_bit_exact(speech):
     clip = np.round(speech[: 48000 * 2] * 32768) / 32768
-    # By default the buffer keeps a reserve (one 20 ms bucket at first, a 5 ms margin), which it
-    # adjusts by stretching pauses; with none asked for, a clean network needs no adjustment.
-    no_reserve = JitterConfig(initial_delay_ms=0, margin_ms=0)
+    # By default the buffer keeps a reserve (a margin over the delay histogram's bucket, 20 ms
+    # at first), which it adjusts by stretching pauses; bounded to none, a clean network
+    # needs no adjustment.
+    no_reserve = JitterConfig(initial_delay_ms=0, margin_ms=0, max_delay_ms=0)
     result = simulate(
         clip.astype(np.float32), SessionConfig(codec="l16", payload_type=96, jitter=no_reserve), NetworkSpec()
     )
