@@ -9,6 +9,7 @@ import pytest
 
 from voip.codec import L16Decoder, L16Encoder, OpusDecoder, OpusEncoder, OpusSettings
 from voip.jitter import JitterBuffer, PushResult
+from voip.timeline import Timeline
 
 FRAME = 960
 STEP = FRAME / 48000
@@ -313,3 +314,21 @@ def test_after_a_two_second_outage_the_delay_is_back_on_target_within_five_secon
         settled = [abs(level - target) for t, level, target in trace if 15.0 <= t < 19.5]
         assert max(settled) <= 10, kind
         assert jb.stats(n * STEP).concealed_ms >= 1800, kind  # the outage itself was concealed
+
+
+def test_recurring_delay_spikes_are_ridden_over_once_they_repeat():
+    """Every 8 s the path stalls for 300 ms, then delivers what it held. Between spikes the
+    histogram forgets them; once spikes have come twice, the buffer holds enough for them."""
+    n = 3000  # 60 s
+    arrivals = {}
+    for i in range(n):
+        sent = i * STEP
+        phase = sent % 8.0
+        arrivals[i] = sent + (1.3 - phase if 1.0 <= phase < 1.3 else 0.0) + 0.001
+    jb = JitterBuffer(L16Decoder(), timeline=Timeline())
+    drive(jb, arrivals, [speechlike_payload(i) for i in range(n)], n + 30)
+    timeline = jb.timeline
+    assert timeline is not None
+    assert sum(ms for t, ms in timeline.concealments if t < 10) >= 300  # the first two were concealed
+    assert not [t for t, _ in timeline.concealments if t > 10] and not timeline.late
+    assert jb.stats(n * STEP).buffer_delay_ms < 400  # held over, not piled up

@@ -341,8 +341,8 @@ class JitterBuffer:
 
     def _arrived(self, ts: int, now: float) -> float:
         """Count an arrival in the delay statistics; returns its relative delay in seconds."""
+        spike_threshold = 2 * self._estimator.quantile_delay_ms / 1000.0  # as it was before this packet
         relative_delay = self._estimator.on_arrival(ts, now)
-        spike_threshold = 2 * self._estimator.quantile_delay_ms / 1000.0
         self._peaks.observe(now, relative_delay, spike_threshold)
         return relative_delay
 
