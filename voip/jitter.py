@@ -497,10 +497,10 @@ class JitterBuffer:
         Any change of delay inside an utterance is a time warp that listeners and PESQ
         notice (22 pitch-period stretches of the 8 s sample, with the neighbouring periods
         matching at 0.9 or better, took PESQ-WB of the bare signal from 4.6 to 2.6-3.2).
-        So the buffer moves in pauses, by any amount up to half of each quiet packet. In
-        speech it stretches by one pitch period only when it must: to lengthen when a packet
-        is about to miss its turn, to shorten when far too much is buffered; such stretches
-        are bounded to `max_stretch_rate` of the audio played.
+        So the buffer moves in pauses, by up to half of each quiet packet at a time. In
+        speech it stretches by pitch periods only when it must: to lengthen when a packet is
+        about to miss its turn, to shorten when far too much is buffered; such stretches are
+        bounded to `max_stretch_rate` of the audio played.
 
         Needs come at pulls: what is queued beyond the next need (`left` modulo a pull) can
         be cut without moving any need, and only shortens the delay; beyond that, each
@@ -548,11 +548,11 @@ class JitterBuffer:
         out = pcm
         for _ in range(times):
             out = expand(out, lag) if lengthen else accelerate(out, lag)
-        if lengthen:
-            self._expanded_samples += times * lag
-        else:
-            self._accelerated_samples += lag
         change = len(out) - len(pcm)
+        if lengthen:
+            self._expanded_samples += change
+        else:
+            self._accelerated_samples -= change
         self._window.shifted(self._pull_shift(change, left))
         if self.timeline is not None:
             self.timeline.stretched(now, _ms(change))

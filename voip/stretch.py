@@ -31,7 +31,7 @@ def best_period(pcm: Pcm, min_lag: int, max_lag: int) -> tuple[int, float]:
     How well is the normalized correlation of the period starting at 0 with the next one
     (1.0: identical). Needs len(pcm) >= 2 * max_lag.
     """
-    if not MIN_LAG // 2 <= min_lag <= max_lag or len(pcm) < 2 * max_lag:
+    if not 1 <= min_lag <= max_lag or len(pcm) < 2 * max_lag:
         raise ValueError(f"no lag search over {min_lag}..{max_lag} in {len(pcm)} samples")
     coarse = pcm[: 2 * max_lag // DECIMATION * DECIMATION].reshape(-1, DECIMATION).mean(axis=1)
     best, best_score = min_lag, -2.0
