@@ -242,3 +242,10 @@ def test_a_bad_plot_path_fails_before_anything_runs(tmp_path):
     line = _one_clear_line(run_voip("receive", "--out", "null", "--plot", str(tmp_path / "no" / "x.png")))
     assert "does not exist" in line
     assert time.monotonic() - started < 20
+
+
+def test_drift_with_a_microphone_is_refused_not_ignored():
+    line = _one_clear_line(run_voip("loopback", "--in", "mic", "--network", "drift=100ppm"))
+    assert line == "voip: --network drift= runs a file source's clock fast or slow; a microphone keeps its own clock"
+    usage = run_voip("loopback", "--network", "drift=20000ppm")  # argparse: usage, then the error
+    assert usage.returncode == 2 and usage.stderr.strip().endswith("drift must be within +-10000 ppm")

@@ -24,7 +24,7 @@ from voip.cli.console import (
     status_fields,
     summary,
 )
-from voip.cli.options import DEFAULT_PORT, frame_samples, session_config, simulator
+from voip.cli.options import DEFAULT_PORT, check_drift, frame_samples, session_config, simulator
 from voip.control import (
     CallControl,
     CallEnded,
@@ -47,6 +47,7 @@ from voip.session import Session
 def run_call(args: argparse.Namespace) -> int:
     host, port = parse_host_port(args.destination, DEFAULT_PORT)
     family, peer = resolve(host, port)
+    check_drift(args, args.source)
     io = open_audio(args.source, args.out or [args.default_out], frame_samples(args))
     try:
         sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
@@ -65,6 +66,7 @@ def run_call(args: argparse.Namespace) -> int:
 def run_listen(args: argparse.Namespace) -> int:
     if not args.auto_answer and not sys.stdin.isatty():
         raise VoipError("voip listen asks on the terminal whether to answer; without one, use --auto-answer")
+    check_drift(args, args.source)
     sock = open_listening_socket(args.bind, args.port)
     answerer = _Answerer(args.auto_answer)
     try:

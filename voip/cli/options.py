@@ -132,6 +132,12 @@ def session_config(args: argparse.Namespace, remote: Address | None = None) -> S
         raise VoipError(str(exc)) from None
 
 
+def check_drift(args: argparse.Namespace, source: str) -> None:
+    """drift= runs a file source's clock off; a microphone keeps its own, so say so instead of ignoring it."""
+    if args.network.drift_ppm and source.startswith("mic"):
+        raise VoipError("--network drift= runs a file source's clock fast or slow; a microphone keeps its own clock")
+
+
 def frame_samples(args: argparse.Namespace) -> int:
     return int(args.frame_ms * SAMPLE_RATE // 1000)
 

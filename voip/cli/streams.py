@@ -22,6 +22,7 @@ from voip.cli.console import (
 )
 from voip.cli.options import (
     DEFAULT_PORT,
+    check_drift,
     frame_samples,
     session_config,
     simulator,
@@ -58,6 +59,7 @@ def run_devices(args: argparse.Namespace) -> int:
 def run_send(args: argparse.Namespace) -> int:
     host, port = parse_host_port(args.destination, DEFAULT_PORT)
     family, remote = resolve(host, port)
+    check_drift(args, args.file)
     io = open_audio(args.file, [], frame_samples(args))
     try:
         return _send(args, io, family, remote)
@@ -151,6 +153,7 @@ def run_loopback(args: argparse.Namespace) -> int:
             raise VoipError("--measure-latency measures through the devices: use --in mic[:NAME] --out speaker[:NAME]")
         if args.duration is None:
             args.duration = 7 * CLICK_PERIOD_S + 0.5
+    check_drift(args, args.source)
     io = open_audio(args.source, sinks, frame_samples(args))
     try:
         return _loopback(args, io)
