@@ -232,7 +232,7 @@ class PunctualityWindow:
 class DelayPeaks:
     """Delay spikes that recur, like a link that stalls every few seconds.
 
-    Between spikes the histogram forgets them (its memory is about a second), so the
+    Between spikes farther apart than a few seconds the histogram forgets them, so the
     buffer would shrink and then conceal every spike. Once spikes have come twice within
     the memory, the target rides over them instead (after NetEq's delay peak detector).
     A spike is several packets, within half a second, delayed by more than twice the
@@ -408,9 +408,11 @@ class JitterBuffer:
     def target_playout_delay(self, now: float) -> float:
         """The target as a playout delay (fastest-path arrival to first sample played).
 
-        Needs come at pulls, so the need delay can only be held within one pull above its
-        target; playout adds what is left of the packet before, which pauses trim. This is
-        the middle of that band: what `playout_delay` is steered to.
+        Needs come at pulls, so the need delay can only be held within a pull above its
+        target, and playout adds what is left of the packet before: this is the target plus
+        half a pull. The buffer lengthens as soon as a packet is short of its margin, and
+        shortens once `shorten_min_ms` can go, so the playout delay rides above this by up
+        to that much.
         """
         return self.target_delay(now) + self._pull_samples / SAMPLE_RATE / 2
 
@@ -502,10 +504,11 @@ class JitterBuffer:
         Any change of delay inside an utterance is a time warp that listeners and PESQ
         notice (22 pitch-period stretches of the 8 s sample, with the neighbouring periods
         matching at 0.9 or better, took PESQ-WB of the bare signal from 4.6 to 2.6-3.2).
-        So the buffer moves in pauses, by up to half of each quiet packet at a time. In
-        speech it stretches by pitch periods only when it must: to lengthen when a packet is
-        about to miss its turn, to shorten when far too much is buffered; such stretches are
-        bounded to `max_stretch_rate` of the audio played.
+        So the buffer moves in pauses (100 ms of quiet packets): it lengthens a quiet packet
+        by what it needs, and shortens one by up to half its length once `shorten_min_ms`
+        can go. In speech it stretches by pitch periods only when it must: to lengthen when
+        a packet is about to miss its turn, to shorten when far too much is buffered; such
+        stretches are bounded to `max_stretch_rate` of the audio played.
 
         Needs come at pulls: what is queued beyond the next need (`left` modulo a pull) can
         be cut without moving any need, and only shortens the delay; beyond that, each
@@ -601,19 +604,18 @@ class JitterBuffer:
         self._delay_sum += delay_ms
         self._delay_histogram[min(DELAY_HISTOGRAM_MS, max(0, int(delay_ms)))] += 1
 
-    def _conceal(self, samples: int, now: float, counted: bool = True) -> Pcm:
+    def _conceal(self, samples: int, now: float) -> Pcm:
         pcm = self._decoder.conceal(samples)
-        if counted:
-            if self.timeline is not None:
-                self.timeline.concealed(now, _ms(len(pcm)))
-            if self._run_samples == 0:
-                self._concealment_events += 1
-            before = self._run_samples
-            self._run_samples += len(pcm)
-            limit = INTERRUPTION_MS * SAMPLE_RATE / 1000
-            if before < limit <= self._run_samples:
-                self._interruptions += 1
-            self._concealed_samples += len(pcm)
+        if self.timeline is not None:
+            self.timeline.concealed(now, _ms(len(pcm)))
+        if self._run_samples == 0:
+            self._concealment_events += 1
+        before = self._run_samples
+        self._run_samples += len(pcm)
+        limit = INTERRUPTION_MS * SAMPLE_RATE / 1000
+        if before < limit <= self._run_samples:
+            self._interruptions += 1
+        self._concealed_samples += len(pcm)
         return pcm
 
     # ---- statistics ----------------------------------------------------------------------
