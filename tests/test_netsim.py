@@ -44,3 +44,12 @@ def test_spec_errors_are_clear():
         with pytest.raises(ValueError, match=message):
             NetworkSpec.parse(bad)
     assert NetworkSpec.parse("delay=40ms, loss=5%").describe() == "delay=40ms,loss=5%"
+
+
+def test_drift_is_parsed_signed_and_bounded():
+    assert NetworkSpec.parse("drift=-1000ppm").drift_ppm == -1000
+    assert NetworkSpec.parse("jitter=5ms,drift=+250").drift_ppm == 250
+    assert NetworkSpec.parse("drift=-1000ppm").describe() == "drift=-1000ppm"
+    for bad in ("drift=20000ppm", "drift=5ms", "loss=-5%"):
+        with pytest.raises(ValueError):
+            NetworkSpec.parse(bad)

@@ -131,3 +131,13 @@ def test_fec_turns_off_again_when_the_loss_stops(speech):
     assert expected_loss["lossy"] >= 5 and expected_loss["clean"] == 0
     assert fec_by_phase["lossy"] > 100  # of ~450 packets, most speech packets after the first report
     assert fec_by_phase["clean"] == 0
+
+
+def test_a_drifting_sender_is_absorbed_by_stretching(speech):
+    """simulate() runs the sender's clock 1% fast (slow): 80 ms more (less) audio than the
+    receiver plays in 8 s; the receiver shortens (lengthens) by most of it, concealing nothing."""
+    for ppm in (10000, -10000):
+        result = simulate(speech, SessionConfig(), NetworkSpec(drift_ppm=ppm), seed=1)
+        stretched = result.receiver.accelerated_ms - result.receiver.expanded_ms
+        assert 40 <= (stretched if ppm > 0 else -stretched) <= 120, (ppm, result.receiver)
+        assert result.receiver.concealed_ms == 0 and result.receiver.packets_late == 0
