@@ -14,18 +14,22 @@ counted), PESQ-WB against the source.
 
   gst       GStreamer's own receiver (rtpjitterbuffer latency=200 do-lost=true, opusdec plc=true
             use-inband-fec=true), fed the same packets over UDP on 127.0.0.1 at their arrival times,
-            in real time (so this column takes the length of the speech per trace); PESQ only.
-            Its output goes to a file, unpaced: a stall leaves no gap there as it would on a
-            sound card, so on the spikes trace this column is an upper bound for GStreamer.
+            in real time (so this column takes the length of the speech per trace). Its audio goes
+            to a file, unpaced (--gst-output file: a stall leaves no gap), or to the sound device,
+            recorded back (--gst-output device): what a listener hears, and about when: the delay
+            column then is first packet sent to first sample recorded, the device's own ~55 ms
+            included.
 Drift traces run the sender's clock 1000 ppm fast or slow (24 ms over the 24 s).
 
     scripts/setup --bench   # GStreamer, for the gst column
-    .venv/bin/python scripts/bench_jitter.py [--seed 1] [--no-gstreamer]
+    eval "$(scripts/virtual-audio start)"   # for --gst-output device
+    .venv/bin/python scripts/bench_jitter.py [--seed 1] [--no-gstreamer] [--gst-output device]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -44,7 +48,7 @@ from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
 from voip.io.files import bundled_speech, read_48k
 from voip.jitter import JitterBuffer
 from voip.netsim import NetworkSimulator, NetworkSpec
-from voip.quality import pesq_wb
+from voip.quality import align, pesq_wb
 from voip.rtp import Packetizer
 
 FRAME = 960
@@ -237,15 +241,30 @@ def run_sequence_only(packets: list[bytes], arrivals: list[Arrival]) -> Result:
     return Result(1000 * float(np.mean(buffer.delays)), 100 * buffer.late / n, 100 * buffer.concealed / n, out)
 
 
-GST_PIPELINE = (
+GST_RECEIVER = (
     'udpsrc port={port} caps="application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=111" '
     "! rtpjitterbuffer latency=200 do-lost=true ! rtpopusdepay ! opusdec plc=true use-inband-fec=true "
-    "! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! wavenc ! filesink location={out}"
+    "! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! "
 )
+GST_OUTPUTS = {
+    "file": "wavenc ! filesink location={out}",  # as fast as it decodes: a stall leaves no gap
+    "device": "alsasink device=default",  # paced by the sound card; we record what it plays
+}
 
 
-def run_gstreamer(packets: list[bytes], arrivals: list[Arrival]) -> np.ndarray | None:
-    """Replay the trace to gst-launch over UDP in real time; None when GStreamer is not installed."""
+@dataclass
+class Recording:
+    audio: np.ndarray
+    send_offset_s: float | None  # device output: when the first packet was sent, from the recording's start
+
+
+def run_gstreamer(packets: list[bytes], arrivals: list[Arrival], output: str) -> Recording | None:
+    """Replay the trace to gst-launch over UDP in real time; None when GStreamer is not installed.
+
+    With output "device", GStreamer plays to the default ALSA device (the virtual PipeWire
+    node of scripts/virtual-audio, which hands back what it plays) while we record it: what a
+    listener would hear, stalls and all, and when.
+    """
     if shutil.which("gst-launch-1.0") is None:
         return None
     packetizer = Packetizer(ssrc=0x6A57, payload_type=111, initial_sequence=1000, initial_timestamp=0)
@@ -253,10 +272,21 @@ def run_gstreamer(packets: list[bytes], arrivals: list[Arrival]) -> np.ndarray |
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         out = os.path.join(tmp, "gst.wav")
-        command = ["gst-launch-1.0", "-q", "-e", *GST_PIPELINE.format(port=port, out=out).split()]
-        gst = subprocess.Popen(" ".join(command), shell=True, start_new_session=True)
+        recorded: list[np.ndarray] = []
+        if output == "device":
+            import sounddevice
+
+            def capture(block: np.ndarray, frames: int, when: object, status: object) -> None:
+                recorded.append(block[:, 0].copy())
+
+            stack.enter_context(
+                sounddevice.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", callback=capture)
+            )
+        recording_started = time.monotonic()
+        pipeline = GST_RECEIVER.format(port=port) + GST_OUTPUTS[output].format(out=out)
+        gst = subprocess.Popen(f"gst-launch-1.0 -q -e {pipeline}", shell=True, start_new_session=True)
         try:
             time.sleep(1.0)  # let the pipeline reach PLAYING
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -274,9 +304,24 @@ def run_gstreamer(packets: list[bytes], arrivals: list[Arrival]) -> np.ndarray |
             except subprocess.TimeoutExpired:
                 os.killpg(gst.pid, signal.SIGKILL)
                 gst.wait()
+        if output == "device":
+            return Recording(np.concatenate(recorded), start - recording_started) if recorded else None
         if not os.path.exists(out) or os.path.getsize(out) < 1000:
             return None
-        return read_48k(out)
+        return Recording(read_48k(out), None)
+
+
+def gstreamer_row(name: str, reference: np.ndarray, gst: Recording | None, output: str) -> str:
+    """PESQ of what GStreamer played; from a device, also about how long after sending it played
+    the first packet (the mean buffer delay of ours, plus the sound device's own ~55 ms)."""
+    design = f"gst (200 ms, {output})"
+    if gst is None:
+        return f"| {name} | {design} | | | | n/a (no GStreamer) |"
+    # a device recording starts before GStreamer does: allow that in the alignment
+    max_lag = MAX_LAG_S + (2.0 if gst.send_offset_s is not None else 0.0)
+    _, _, lag = align(reference, gst.audio, max_lag)
+    delay = f"~{(lag / SAMPLE_RATE - gst.send_offset_s) * 1000:.0f}" if gst.send_offset_s is not None else ""
+    return f"| {name} | {design} | {delay} | | | {pesq_wb(reference, gst.audio, max_lag):.2f} |"
 
 
 def main() -> None:
@@ -284,6 +329,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--no-gstreamer", dest="gstreamer", action="store_false", help="skip the real-time GStreamer column"
+    )
+    parser.add_argument(
+        "--gst-output",
+        choices=sorted(GST_OUTPUTS),
+        default="file",
+        help="where GStreamer's audio goes: a file, unpaced (default), or the default sound device, "
+        "recorded back (run scripts/virtual-audio start first): what a listener hears",
     )
     args = parser.parse_args()
     sentence = read_48k(bundled_speech())
@@ -313,9 +365,7 @@ def main() -> None:
                 f"| {pesq_wb(reference, r.output, MAX_LAG_S):.2f} |"
             )
         if args.gstreamer:
-            gst = run_gstreamer(packets, arrivals)
-            shown = f"{pesq_wb(reference, gst, MAX_LAG_S):.2f}" if gst is not None else "n/a (no GStreamer)"
-            print(f"| {name} | gst (200 ms) | | | | {shown} |")
+            print(gstreamer_row(name, reference, run_gstreamer(packets, arrivals, args.gst_output), args.gst_output))
 
 
 if __name__ == "__main__":
