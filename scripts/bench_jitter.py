@@ -17,8 +17,8 @@ counted), PESQ-WB against the source.
             in real time (so this column takes the length of the speech per trace). Its audio goes
             to a file, unpaced (--gst-output file: a stall leaves no gap), or to the sound device,
             recorded back (--gst-output device): what a listener hears, and about when: the delay
-            column then is first packet sent to first sample recorded, the device's own ~55 ms
-            included.
+            column then is first packet sent to first sample recorded, the device's own path
+            (a few tens of ms) included.
 Drift traces run the sender's clock 1000 ppm fast or slow (24 ms over the 24 s).
 
     scripts/setup --bench   # GStreamer, for the gst column
@@ -313,7 +313,7 @@ def run_gstreamer(packets: list[bytes], arrivals: list[Arrival], output: str) ->
 
 def gstreamer_row(name: str, reference: np.ndarray, gst: Recording | None, output: str) -> str:
     """PESQ of what GStreamer played; from a device, also about how long after sending it played
-    the first packet (the mean buffer delay of ours, plus the sound device's own ~55 ms)."""
+    the first packet (like our buffer delay, plus the sound device's own path)."""
     design = f"gst (200 ms, {output})"
     if gst is None:
         return f"| {name} | {design} | | | | n/a (no GStreamer) |"
