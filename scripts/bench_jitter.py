@@ -24,12 +24,14 @@ Drift traces run the sender's clock 1000 ppm fast or slow (24 ms over the 24 s).
     scripts/setup --bench   # GStreamer, for the gst column
     eval "$(scripts/virtual-audio start)"   # for --gst-output device
     .venv/bin/python scripts/bench_jitter.py [--seed 1] [--no-gstreamer] [--gst-output device]
+        [--jitter FIELD=VALUE ...]   # our buffer with other JitterConfig settings
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import random
 import shutil
@@ -40,13 +42,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from voip import SAMPLE_RATE
 from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
 from voip.io.files import bundled_speech, read_48k
-from voip.jitter import JitterBuffer
+from voip.jitter import JitterBuffer, JitterConfig
 from voip.netsim import NetworkSimulator, NetworkSpec
 from voip.quality import align, pesq_wb
 from voip.rtp import Packetizer
@@ -114,8 +117,8 @@ class Result:
     output: np.ndarray
 
 
-def run_ours(packets: list[bytes], arrivals: list[Arrival]) -> Result:
-    jb = JitterBuffer(OpusDecoder())
+def run_ours(packets: list[bytes], arrivals: list[Arrival], config: JitterConfig) -> Result:
+    jb = JitterBuffer(OpusDecoder(), config)
     last = arrivals[-1].index
 
     def push(i: int, payload: bytes, now: float) -> None:
@@ -324,6 +327,18 @@ def gstreamer_row(name: str, reference: np.ndarray, gst: Recording | None, outpu
     return f"| {name} | {design} | {delay} | | | {pesq_wb(reference, gst.audio, max_lag):.2f} |"
 
 
+def jitter_config(items: list[str]) -> JitterConfig:
+    """JitterConfig with FIELD=VALUE changes, each value of its field's type."""
+    default = JitterConfig()
+    changes: dict[str, Any] = {}  # float or int, as the field is
+    for item in items:
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not hasattr(default, name):
+            raise ValueError(f"expected FIELD=VALUE with a JitterConfig field, not {item!r}")
+        changes[name] = type(getattr(default, name))(value)
+    return dataclasses.replace(default, **changes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -337,7 +352,21 @@ def main() -> None:
         help="where GStreamer's audio goes: a file, unpaced (default), or the default sound device, "
         "recorded back (run scripts/virtual-audio start first): what a listener hears",
     )
+    parser.add_argument(
+        "--jitter",
+        metavar="FIELD=VALUE",
+        action="append",
+        default=[],
+        help="a JitterConfig field for our buffer, e.g. --jitter shorten_min_ms=5 --jitter quantile=0.98 "
+        "(repeatable): how the defaults were chosen",
+    )
     args = parser.parse_args()
+    try:
+        config = jitter_config(args.jitter)
+    except ValueError as exc:
+        parser.error(f"--jitter: {exc}")
+    if args.jitter:
+        print("ours with " + ", ".join(args.jitter))
     sentence = read_48k(bundled_speech())
     source = np.tile(sentence[: len(sentence) // FRAME * FRAME], REPEATS)
     reference = source
@@ -354,7 +383,7 @@ def main() -> None:
         arrivals = trace(spec, len(packets), args.seed)
         oracle = oracle_delay(arrivals)
         rows = [
-            ("ours", run_ours(packets, arrivals)),
+            ("ours", run_ours(packets, arrivals, config)),
             (f"oracle ({oracle * 1000:.0f} ms)", FixedDelay(packets, arrivals, oracle).run()),
             ("fixed200", FixedDelay(packets, arrivals, 0.2).run()),
             ("seq4", run_sequence_only(packets, arrivals)),
