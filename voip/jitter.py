@@ -334,7 +334,7 @@ class JitterBuffer:
             self.packets_duplicate += 1
             return PushResult.DUPLICATE
         if len(self._keys) >= self.config.max_packets:
-            self._drop_oldest()
+            self._drop_oldest(now)
         relative_delay = self._arrived(ts, now)
         if self.timeline is not None:
             self.timeline.arrival(now, relative_delay * 1000.0)
@@ -369,10 +369,13 @@ class JitterBuffer:
         self._estimator.reset_reference()
         self._window.restart()
 
-    def _drop_oldest(self) -> None:
+    def _drop_oldest(self, now: float) -> None:
+        """The oldest packet will never play (the buffer is full, or a stall was skipped): it is late."""
         ts = self._keys.pop(0)
         del self._packets[ts]
         self.packets_late += 1
+        if self.timeline is not None:
+            self.timeline.late_packet(now)
 
     # ---- output --------------------------------------------------------------------------
 
@@ -414,7 +417,10 @@ class JitterBuffer:
         shortens once `shorten_min_ms` can go, so the playout delay rides above this by up
         to that much.
         """
-        return self.target_delay(now) + self._pull_samples / SAMPLE_RATE / 2
+        return self._as_playout_delay(self.target_delay(now))
+
+    def _as_playout_delay(self, need_delay: float) -> float:
+        return need_delay + self._pull_samples / SAMPLE_RATE / 2
 
     def _excess(self, target: float) -> float:
         """How much sooner every packet could be needed, the least punctual one keeping its margin."""
@@ -448,11 +454,7 @@ class JitterBuffer:
         self._playout_ts += self._concealed_ahead
         self._concealed_ahead = 0
         while self._keys and self._keys[0] < self._playout_ts:
-            ts = self._keys.pop(0)
-            del self._packets[ts]
-            self.packets_late += 1
-            if self.timeline is not None:
-                self.timeline.late_packet(now)
+            self._drop_oldest(now)
         return np.zeros(0, dtype=np.float32)
 
     def _try_start(self, now: float) -> bool:
@@ -479,7 +481,7 @@ class JitterBuffer:
         self._window.add(now, need_delay)
         target = self.target_delay(now)
         if self.timeline is not None:
-            self.timeline.playout(now, self.playout_delay * 1000.0, self.target_playout_delay(now) * 1000.0)
+            self.timeline.playout(now, self.playout_delay * 1000.0, self._as_playout_delay(target) * 1000.0)
         self._take(self._playout_ts, now + before / SAMPLE_RATE)
         pcm = self._decoder.decode(packet.payload)
         self._run_samples = 0  # a concealment run ends with real audio

@@ -52,7 +52,7 @@ def accelerate(pcm: Pcm, lag: int) -> Pcm:
     _check(pcm, lag)
     first, second = pcm[:lag], pcm[lag : 2 * lag]
     fade = _ramp(lag)
-    return np.concatenate((first * fade + second * (1.0 - fade), pcm[2 * lag :])).astype(np.float32)
+    return np.concatenate((first * fade + second * (1.0 - fade), pcm[2 * lag :])).astype(np.float32, copy=False)
 
 
 def expand(pcm: Pcm, lag: int) -> Pcm:
@@ -60,7 +60,7 @@ def expand(pcm: Pcm, lag: int) -> Pcm:
     _check(pcm, lag)
     first, second = pcm[:lag], pcm[lag : 2 * lag]
     fade = _ramp(lag)
-    return np.concatenate((first, second * fade + first * (1.0 - fade), pcm[lag:])).astype(np.float32)
+    return np.concatenate((first, second * fade + first * (1.0 - fade), pcm[lag:])).astype(np.float32, copy=False)
 
 
 def _check(pcm: Pcm, lag: int) -> None:
