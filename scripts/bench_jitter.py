@@ -1,123 +1,202 @@
 #!/usr/bin/env python3
-"""Our jitter buffer against simple designs, on the same seeded packet traces.
+"""Playout judged by what a listener hears: our jitter buffer against the best fixed delay in hindsight.
 
-Per trace (the bundled sentence three times over, Opus 24 kbit/s with in-band FEC, 20 ms
-packets, impaired by `voip.netsim`; our buffer pulled every 10 ms on a simulated clock):
-  ours      voip.jitter.JitterBuffer
-  oracle    a fixed playout delay, the smallest (1 ms steps) with <= 1% of packets late on that trace
-  fixed200  a fixed 200 ms playout delay (GStreamer's rtpjitterbuffer default latency)
-  seq4      a sequence-only buffer with a prefetch of 4 packets and no clock (aiortc's design):
-            it waits for a missing packet until 4 later ones are buffered, then gives it up
-Columns: mean buffer delay (arrival to playout of played packets), late (packets that arrived
-but too late to play, % of sent), concealed (PLC, % of the stream; FEC-rebuilt frames are not
-counted), PESQ-WB against the source.
+For each trace and seed, a conversation of several voices (scripts/speech_corpus.py: espeak-ng
+voices, women and men, and the bundled sample; 60 s, 120 s for the non-stationary trace) is
+encoded with Opus 24 kbit/s in 20 ms packets (in-band FEC tuned to the trace's loss, as RTCP
+would have it), and the packets arrive as the trace says. Receivers, all with the same decoder,
+PLC and FEC:
+  ours      voip.jitter.JitterBuffer pulled every 10 ms (NetEq's cadence)
+  ours@20   the same pulled every 20 ms (a device with 20 ms blocks)
+  best N    a fixed playout delay of N ms after the fastest path, the best MOS_CQ of a sweep in
+            10 ms steps (20 ms steps, then the neighbours of the best): the bar
+  fixed200  a fixed 200 ms (GStreamer's rtpjitterbuffer default, the way `gst` below plays it)
+  seq4      a sequence-only buffer with a prefetch of 4 packets and no clock (aiortc's design)
+  gst       with --gstreamer: GStreamer's own receiver (rtpjitterbuffer latency=200, opusdec
+            plc=true use-inband-fec=true) fed the packets over UDP on 127.0.0.1 in real time
+Columns, the mean over seeds (and the worst seed for MOS_CQ):
+  PESQ      PESQ-WB (P.862.2) of each utterance aligned on its own, averaged
+  PLCMOS    PLCMOS v2 of the whole output (non-intrusive; speechmos)
+  Ta        one-way mouth-to-ear delay, ms: frame + codec lookahead + path + buffer + 40 ms of
+            devices (voip.emodel.mouth_to_ear_ms), averaged over played packets
+  MOS_CQ    conversational quality: MOS(R(PESQ) - Idd(Ta)), ITU-T G.107 (voip.emodel)
+  late      packets that arrived too late to play, % of sent; conc. PLC, % of the stream
+  warp      ours only: time-stretched audio, ms (accelerated + expanded)
 
-  gst       GStreamer's own receiver (rtpjitterbuffer latency=200 do-lost=true, opusdec plc=true
-            use-inband-fec=true), fed the same packets over UDP on 127.0.0.1 at their arrival times,
-            in real time (so this column takes the length of the speech per trace). Its audio goes
-            to a file, unpaced (--gst-output file: a stall leaves no gap), or to the sound device,
-            recorded back (--gst-output device): what a listener hears, and about when: the delay
-            column then is first packet sent to first sample recorded, the device's own path
-            (a few tens of ms) included.
-Drift traces run the sender's clock 1000 ppm fast or slow (24 ms over the 24 s).
-
-    scripts/setup --bench   # GStreamer, for the gst column
-    eval "$(scripts/virtual-audio start)"   # for --gst-output device
-    .venv/bin/python scripts/bench_jitter.py [--seed 1] [--no-gstreamer] [--gst-output device]
+    scripts/setup --bench
+    .venv/bin/python scripts/bench_jitter.py [--seeds 1 2 3] [--traces wifi lte ...] [--gstreamer]
         [--jitter FIELD=VALUE ...]   # our buffer with other JitterConfig settings
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
+import math
+import multiprocessing
 import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from speech_corpus import conversation
+
 from voip import SAMPLE_RATE
 from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
-from voip.io.files import bundled_speech, read_48k
+from voip.emodel import conversational_mos, mouth_to_ear_ms
+from voip.io.files import read_48k
 from voip.jitter import JitterBuffer, JitterConfig
-from voip.netsim import NetworkSimulator, NetworkSpec
-from voip.quality import align, pesq_wb
+from voip.quality import plcmos, utterance_pesq
 from voip.rtp import Packetizer
 
 FRAME = 960
+FRAME_MS = 20.0
 STEP = FRAME / SAMPLE_RATE
-PULL = SAMPLE_RATE // 100  # our buffer is asked for 10 ms at a time, as WebRTC's audio device asks NetEq
+SWEEP_MAX_S = 0.6  # the fixed-delay sweep stops here, or where no packet is late any more
+
+
+@dataclass(frozen=True)
+class Path:
+    """One state of a network path; a trace is a sequence of them in time."""
+
+    base_ms: float = 0.0
+    jitter_ms: float = 0.0  # Gaussian, standard deviation
+    loss: float = 0.0
+    burst: float = 1.0  # mean loss burst, packets (Gilbert)
+    reorder: float = 0.0  # fraction held back behind one to three later packets
+    spike_rate: float = 0.0  # fraction of packets held back alone by spike_ms (Wi-Fi retries)
+    spike_ms: tuple[float, float] = (30.0, 150.0)
+    stall_every_s: float = 0.0  # mean time between stalls (everything waits, then comes at once)
+    stall_ms: tuple[float, float] = (100.0, 300.0)
+    periodic_stalls: bool = False  # stalls exactly every stall_every_s, of stall_ms[1]
+
+
+@dataclass(frozen=True)
+class Trace:
+    key: str  # what --traces takes
+    name: str
+    phases: tuple[tuple[float, Path], ...]  # (from second, path)
+    drift_ppm: float = 0.0
+    speech_s: float = 60.0
+
+    @property
+    def loss(self) -> float:
+        return max(path.loss for _, path in self.phases)
+
+
+def _one(key: str, name: str, path: Path, **kw: Any) -> Trace:
+    return Trace(key, name, ((0.0, path),), **kw)
+
+
+CALM = Path(base_ms=20, jitter_ms=3)
 TRACES = [
-    ("jitter 10 ms", "jitter=10ms"),
-    ("jitter 30 ms", "jitter=30ms"),
-    ("jitter 60 ms", "jitter=60ms"),
-    ("spikes", "spikes"),
-    ("loss 5%", "loss=5%"),
-    ("loss 10%", "loss=10%"),
-    ("bursty loss", "loss=10%,burst=3"),
-    ("reordering", "jitter=5ms,reorder=5%"),
-    ("drift +1000 ppm", "jitter=5ms,drift=1000ppm"),
-    ("drift -1000 ppm", "jitter=5ms,drift=-1000ppm"),
+    _one("jitter10", "jitter 10 ms", Path(jitter_ms=10)),
+    _one("jitter30", "jitter 30 ms", Path(jitter_ms=30)),
+    _one("jitter60", "jitter 60 ms", Path(jitter_ms=60)),
+    _one("spikes", "spikes 300 ms / 3 s", Path(stall_every_s=3.0, stall_ms=(300, 300), periodic_stalls=True)),
+    _one("loss5", "loss 5%", Path(loss=0.05)),
+    _one("loss10", "loss 10%", Path(loss=0.10)),
+    _one("bursty", "bursty loss", Path(jitter_ms=5, loss=0.10, burst=3)),
+    _one("reorder", "reordering", Path(jitter_ms=5, reorder=0.05)),
+    _one("drift+", "drift +1000 ppm", Path(jitter_ms=5), drift_ppm=1000),
+    _one("drift-", "drift -1000 ppm", Path(jitter_ms=5), drift_ppm=-1000),
+    _one("wifi", "Wi-Fi-like", Path(base_ms=5, jitter_ms=3, loss=0.01, burst=2, spike_rate=0.01, spike_ms=(30, 150))),
+    _one(
+        "lte", "LTE-like", Path(base_ms=60, jitter_ms=15, loss=0.015, burst=1.5, stall_every_s=15, stall_ms=(100, 300))
+    ),
+    Trace(
+        "nonstationary",
+        "calm, jittery minute, calm",
+        ((0.0, CALM), (30.0, Path(base_ms=20, jitter_ms=40, spike_rate=0.02, spike_ms=(50, 200))), (90.0, CALM)),
+        speech_s=120.0,
+    ),
+    Trace(
+        "route", "route change +80 ms", ((0.0, Path(base_ms=20, jitter_ms=5)), (30.0, Path(base_ms=100, jitter_ms=5)))
+    ),
 ]
-MAX_LAG_S = 2.0  # PESQ alignment: within this, not one repetition of the sentence off
-REPEATS = 3  # the bundled sentence three times over (24 s): time to learn, and to drift 24 ms
 
 
 @dataclass
 class Arrival:
     index: int
     time: float
+    sent: float
 
 
-def encode(audio: np.ndarray, expected_loss_percent: int) -> list[bytes]:
-    """As a sender would after RTCP told it the loss: FEC bits only when there is loss."""
-    encoder = OpusEncoder(OpusSettings(fec=True, expected_loss_percent=expected_loss_percent))
-    frames = len(audio) // FRAME
-    return [encoder.encode(audio[i * FRAME : (i + 1) * FRAME]) for i in range(frames)]
-
-
-def trace(spec: str, count: int, seed: int) -> list[Arrival]:
+def arrivals_of(trace: Trace, count: int, seed: int) -> list[Arrival]:
     """When each packet arrives (lost ones do not), sent every 20 ms of the sender's clock from t = 0."""
-    if spec == "spikes":  # every 3 s the path stalls for 300 ms, then releases what it held
-        arrivals = []
-        for i in range(count):
-            sent = i * STEP
-            phase = sent % 3.0
-            arrivals.append(Arrival(i, sent + (1.3 - phase if 1.0 <= phase < 1.3 else 0.0) + 0.001))
-        return arrivals
-    network = NetworkSpec.parse(spec)
-    net: NetworkSimulator[int] = NetworkSimulator(network, random.Random(seed))
-    send_step = STEP / (1 + network.drift_ppm * 1e-6)
+    rng = random.Random(seed)
+    send_step = STEP / (1 + trace.drift_ppm * 1e-6)
+    end = count * send_step + 1.0
+    stalls = _stalls(trace, end, rng)
+    in_burst = False
     arrivals = []
     for i in range(count):
-        net.send(i, i * send_step)
-        arrivals += [Arrival(item, when) for when, item in net.deliver_timed(i * send_step)]
-    arrivals += [Arrival(item, when) for when, item in net.deliver_timed(float("inf"))]
-    first: dict[int, Arrival] = {}
-    for a in arrivals:  # duplicates: the first copy counts
-        first.setdefault(a.index, a)
-    return sorted(first.values(), key=lambda a: a.time)
+        sent = i * send_step
+        path = next(p for start, p in reversed(trace.phases) if sent >= start)
+        leave = 1.0 / path.burst
+        enter = path.loss * leave / (1.0 - path.loss)
+        in_burst = rng.random() >= leave if in_burst else rng.random() < enter
+        delay = max(0.0, rng.gauss(path.base_ms, path.jitter_ms)) / 1000.0 if path.jitter_ms else path.base_ms / 1000
+        if rng.random() < path.reorder:
+            delay += rng.uniform(0.020, 0.060)
+        if rng.random() < path.spike_rate:
+            delay += rng.uniform(*path.spike_ms) / 1000.0
+        when = sent + delay
+        for start, stop in stalls:
+            if start <= when < stop:
+                when = stop + 0.0001 * (i % 10)
+        if not in_burst:
+            arrivals.append(Arrival(i, when, sent))
+    return sorted(arrivals, key=lambda a: a.time)
+
+
+def _stalls(trace: Trace, end: float, rng: random.Random) -> list[tuple[float, float]]:
+    stalls = []
+    for index, (start, path) in enumerate(trace.phases):
+        stop = trace.phases[index + 1][0] if index + 1 < len(trace.phases) else end
+        t = start
+        while path.stall_every_s:
+            t += path.stall_every_s if path.periodic_stalls else rng.expovariate(1.0 / path.stall_every_s)
+            if t >= stop:
+                break
+            length = path.stall_ms[1] if path.periodic_stalls else rng.uniform(*path.stall_ms)
+            stalls.append((t, t + length / 1000.0))
+    return stalls
+
+
+def encode(audio: np.ndarray, expected_loss_percent: int) -> tuple[list[bytes], float]:
+    """The packets, as a sender would send them after RTCP told it the loss; and the codec lookahead, ms."""
+    encoder = OpusEncoder(OpusSettings(fec=True, expected_loss_percent=expected_loss_percent))
+    frames = len(audio) // FRAME
+    packets = [encoder.encode(audio[i * FRAME : (i + 1) * FRAME]) for i in range(frames)]
+    return packets, encoder.lookahead_samples * 1000.0 / SAMPLE_RATE
 
 
 @dataclass
-class Result:
-    delay_ms: float
-    late_percent: float
-    concealed_percent: float
+class Played:
+    """What a receiver played, and the delays to judge it by."""
+
     output: np.ndarray
+    path_ms: float  # mean send-to-arrival of the packets
+    buffer_ms: float  # mean arrival-to-playout of played packets
+    late: int
+    concealed: int  # 20 ms frames of PLC (FEC-rebuilt ones are not counted)
+    warped_ms: float = 0.0
 
 
-def run_ours(packets: list[bytes], arrivals: list[Arrival], config: JitterConfig) -> Result:
+def run_ours(packets: list[bytes], arrivals: list[Arrival], config: JitterConfig, pull: int) -> Played:
     jb = JitterBuffer(OpusDecoder(), config)
     last = arrivals[-1].index
 
@@ -126,11 +205,20 @@ def run_ours(packets: list[bytes], arrivals: list[Arrival], config: JitterConfig
         if i == last:
             jb.end_of_stream()  # as the sender's BYE would
 
-    out = _drive(arrivals, packets, push, jb.pull, lambda: jb.drained, PULL)
+    out = _drive(arrivals, packets, push, jb.pull, lambda: jb.drained, pull)
     stats = jb.stats(0.0)
-    total_ms = len(packets) * STEP * 1000
-    late = 100 * stats.packets_late / len(packets)
-    return Result(stats.buffer_delay_ms, late, 100 * stats.concealed_ms / total_ms, out)
+    return Played(
+        out,
+        _mean_path_ms(arrivals),
+        stats.buffer_delay_ms,
+        stats.packets_late,
+        round(stats.concealed_ms / FRAME_MS),
+        stats.accelerated_ms + stats.expanded_ms,
+    )
+
+
+def _mean_path_ms(arrivals: list[Arrival]) -> float:
+    return 1000.0 * float(np.mean([a.time - a.sent for a in arrivals]))
 
 
 def _drive(
@@ -153,50 +241,28 @@ def _drive(
     return np.concatenate(out)
 
 
-class FixedDelay:
-    """Packet i plays at first_arrival_of_packet_0_path + delay + i * 20 ms: no adaptation at all."""
-
-    def __init__(self, packets: list[bytes], arrivals: list[Arrival], delay: float) -> None:
-        self.decoder = OpusDecoder()
-        self.packets = packets
-        self.arrived = {a.index: a.time for a in arrivals}
-        self.base = min(a.time - a.index * STEP for a in arrivals) + delay  # playout of packet 0
-        self.late = self.concealed = 0
-        self.delays: list[float] = []
-
-    def run(self) -> Result:
-        out = []
-        for i in range(len(self.packets)):
-            due = self.base + i * STEP
-            when = self.arrived.get(i)
-            if when is not None and when <= due:
-                out.append(self.decoder.decode(self.packets[i]))
-                self.delays.append(due - when)
-                continue
-            if when is not None:
-                self.late += 1
-            following = self.arrived.get(i + 1)
-            if following is not None and following <= due and self.decoder.has_fec(self.packets[i + 1]):
-                out.append(self.decoder.decode_fec(self.packets[i + 1], FRAME))  # rebuilt, not concealed
-            else:
-                self.concealed += 1
-                out.append(self.decoder.conceal(FRAME))
-        n = len(self.packets)
-        return Result(
-            1000 * float(np.mean(self.delays)), 100 * self.late / n, 100 * self.concealed / n, np.concatenate(out)
-        )
-
-
-def late_fraction(arrivals: list[Arrival], delay: float) -> float:
-    base = min(a.time - a.index * STEP for a in arrivals) + delay
-    return sum(a.time > base + a.index * STEP for a in arrivals) / len(arrivals)
-
-
-def oracle_delay(arrivals: list[Arrival]) -> float:
-    delay = 0.0
-    while late_fraction(arrivals, delay) > 0.01:
-        delay += 0.001
-    return delay
+def run_fixed(packets: list[bytes], arrivals: list[Arrival], delay: float) -> Played:
+    """Packet i plays `delay` after the fastest path would have brought it: no adaptation at all."""
+    decoder = OpusDecoder()
+    arrived = {a.index: a.time for a in arrivals}
+    base = min(a.time - a.index * STEP for a in arrivals) + delay  # playout of packet 0
+    late = concealed = 0
+    waits, out = [], []
+    for i in range(len(packets)):
+        due = base + i * STEP
+        when = arrived.get(i)
+        if when is not None and when <= due:
+            out.append(decoder.decode(packets[i]))
+            waits.append(due - when)
+            continue
+        late += when is not None
+        following = arrived.get(i + 1)
+        if following is not None and following <= due and i + 1 < len(packets) and decoder.has_fec(packets[i + 1]):
+            out.append(decoder.decode_fec(packets[i + 1], FRAME))  # rebuilt, not concealed
+        else:
+            concealed += 1
+            out.append(decoder.conceal(FRAME))
+    return Played(np.concatenate(out), _mean_path_ms(arrivals), 1000 * float(np.mean(waits)), late, concealed)
 
 
 class SequenceOnly:
@@ -236,37 +302,122 @@ class SequenceOnly:
         return self.decoder.conceal(samples)
 
 
-def run_sequence_only(packets: list[bytes], arrivals: list[Arrival]) -> Result:
+def run_sequence_only(packets: list[bytes], arrivals: list[Arrival]) -> Played:
     buffer = SequenceOnly()
     last = max(a.index for a in arrivals)
     out = _drive(arrivals, packets, buffer.push, buffer.pull, lambda: buffer.drained(last))
-    n = len(packets)
-    return Result(1000 * float(np.mean(buffer.delays)), 100 * buffer.late / n, 100 * buffer.concealed / n, out)
+    return Played(out, _mean_path_ms(arrivals), 1000 * float(np.mean(buffer.delays)), buffer.late, buffer.concealed)
+
+
+@dataclass
+class Score:
+    pesq: float
+    plcmos: float
+    ta_ms: float
+    mos_cq: float
+    late_percent: float
+    concealed_percent: float
+    warped_ms: float
+
+
+@dataclass
+class Case:
+    """One trace and seed: the speech, its packets and when they arrive."""
+
+    reference: np.ndarray
+    utterances: list[tuple[int, int]]
+    packets: list[bytes]
+    arrivals: list[Arrival]
+    lookahead_ms: float
+
+    def ta_ms(self, played: Played) -> float:
+        return mouth_to_ear_ms(FRAME_MS, self.lookahead_ms, played.path_ms, played.buffer_ms)
+
+    def listening(self, played: Played) -> float:
+        return float(np.mean(utterance_pesq(self.reference, played.output, self.utterances)))
+
+    def score(self, played: Played, pesq: float | None = None) -> Score:
+        pesq = self.listening(played) if pesq is None else pesq
+        ta = self.ta_ms(played)
+        n = len(self.packets)
+        return Score(
+            pesq,
+            plcmos(played.output),
+            ta,
+            conversational_mos(pesq, ta),
+            100 * played.late / n,
+            100 * played.concealed / n,
+            played.warped_ms,
+        )
+
+
+def make_case(trace: Trace, seed: int) -> Case:
+    reference, utterances = conversation(trace.speech_s)
+    reference = reference[: len(reference) // FRAME * FRAME]
+    packets, lookahead_ms = encode(reference, round(trace.loss * 100))
+    return Case(reference, utterances, packets, arrivals_of(trace, len(packets), seed), lookahead_ms)
+
+
+def best_fixed(case: Case) -> tuple[float, Score]:
+    """The fixed delay with the best MOS_CQ: 20 ms steps up to where nothing is late, then the
+    neighbours of the best. Delays that play the same packets sound the same: judged once."""
+    base = min(a.time - a.index * STEP for a in case.arrivals)
+    latest = max(a.time - base - a.index * STEP for a in case.arrivals)
+    top = min(SWEEP_MAX_S, math.ceil(latest * 100) / 100)
+    judged: dict[tuple[int, ...], float] = {}
+    mos: dict[float, tuple[float, Played, float]] = {}
+
+    def judge(delay: float) -> float:
+        delay = round(delay, 3)
+        if delay not in mos:
+            played = run_fixed(case.packets, case.arrivals, delay)
+            key = tuple(a.index for a in case.arrivals if a.time > base + delay + a.index * STEP)
+            if key not in judged:
+                judged[key] = case.listening(played)
+            mos[delay] = (conversational_mos(judged[key], case.ta_ms(played)), played, judged[key])
+        return mos[delay][0]
+
+    for step in range(0, round(top * 1000) + 1, 20):
+        judge(step / 1000)
+    best = max(mos, key=lambda d: mos[d][0])
+    for neighbour in (best - 0.01, best + 0.01):
+        if 0 <= neighbour <= top:
+            judge(neighbour)
+    best = max(mos, key=lambda d: mos[d][0])
+    _, played, pesq = mos[best]
+    return best, case.score(played, pesq)
+
+
+def run_case(job: tuple[Trace, int, JitterConfig, bool]) -> list[tuple[str, Score]]:
+    trace, seed, config, gstreamer = job
+    case = make_case(trace, seed)
+    delay, best = best_fixed(case)
+    rows = [
+        ("ours", case.score(run_ours(case.packets, case.arrivals, config, SAMPLE_RATE // 100))),
+        ("ours@20", case.score(run_ours(case.packets, case.arrivals, config, FRAME))),
+        (f"best {delay * 1000:.0f}", best),
+        ("fixed200", case.score(run_fixed(case.packets, case.arrivals, 0.2))),
+        ("seq4", case.score(run_sequence_only(case.packets, case.arrivals))),
+    ]
+    if gstreamer:
+        played = run_gstreamer(case.packets, case.arrivals)
+        if played is not None:
+            rows.append(("gst", case.score(played)))
+    return rows
 
 
 GST_RECEIVER = (
     'udpsrc port={port} caps="application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload=111" '
     "! rtpjitterbuffer latency=200 do-lost=true ! rtpopusdepay ! opusdec plc=true use-inband-fec=true "
-    "! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! "
+    "! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! wavenc ! filesink location={out}"
 )
-GST_OUTPUTS = {
-    "file": "wavenc ! filesink location={out}",  # as fast as it decodes: a stall leaves no gap
-    "device": "alsasink device=default",  # paced by the sound card; we record what it plays
-}
 
 
-@dataclass
-class Recording:
-    audio: np.ndarray
-    send_offset_s: float | None  # device output: when the first packet was sent, from the recording's start
-
-
-def run_gstreamer(packets: list[bytes], arrivals: list[Arrival], output: str) -> Recording | None:
+def run_gstreamer(packets: list[bytes], arrivals: list[Arrival]) -> Played | None:
     """Replay the trace to gst-launch over UDP in real time; None when GStreamer is not installed.
 
-    With output "device", GStreamer plays to the default ALSA device (the virtual PipeWire
-    node of scripts/virtual-audio, which hands back what it plays) while we record it: what a
-    listener would hear, stalls and all, and when.
+    Its audio goes to a file, unpaced, so its delay cannot be read off the output: it is
+    taken to be fixed200's (200 ms after the first packet), which is how rtpjitterbuffer plays.
     """
     if shutil.which("gst-launch-1.0") is None:
         return None
@@ -275,20 +426,9 @@ def run_gstreamer(packets: list[bytes], arrivals: list[Arrival], output: str) ->
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "gst.wav")
-        recorded: list[np.ndarray] = []
-        if output == "device":
-            import sounddevice
-
-            def capture(block: np.ndarray, frames: int, when: object, status: object) -> None:
-                recorded.append(block[:, 0].copy())
-
-            stack.enter_context(
-                sounddevice.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32", callback=capture)
-            )
-        recording_started = time.monotonic()
-        pipeline = GST_RECEIVER.format(port=port) + GST_OUTPUTS[output].format(out=out)
+        pipeline = GST_RECEIVER.format(port=port, out=out)
         gst = subprocess.Popen(f"gst-launch-1.0 -q -e {pipeline}", shell=True, start_new_session=True)
         try:
             time.sleep(1.0)  # let the pipeline reach PLAYING
@@ -307,24 +447,10 @@ def run_gstreamer(packets: list[bytes], arrivals: list[Arrival], output: str) ->
             except subprocess.TimeoutExpired:
                 os.killpg(gst.pid, signal.SIGKILL)
                 gst.wait()
-        if output == "device":
-            return Recording(np.concatenate(recorded), start - recording_started) if recorded else None
         if not os.path.exists(out) or os.path.getsize(out) < 1000:
             return None
-        return Recording(read_48k(out), None)
-
-
-def gstreamer_row(name: str, reference: np.ndarray, gst: Recording | None, output: str) -> str:
-    """PESQ of what GStreamer played; from a device, also about how long after sending it played
-    the first packet (like our buffer delay, plus the sound device's own path)."""
-    design = f"gst (200 ms, {output})"
-    if gst is None:
-        return f"| {name} | {design} | | | | n/a (no GStreamer) |"
-    # a device recording starts before GStreamer does: allow that in the alignment
-    max_lag = MAX_LAG_S + (2.0 if gst.send_offset_s is not None else 0.0)
-    _, _, lag = align(reference, gst.audio, max_lag)
-    delay = f"~{(lag / SAMPLE_RATE - gst.send_offset_s) * 1000:.0f}" if gst.send_offset_s is not None else ""
-    return f"| {name} | {design} | {delay} | | | {pesq_wb(reference, gst.audio, max_lag):.2f} |"
+        fixed = run_fixed(packets, arrivals, 0.2)
+        return Played(read_48k(out), fixed.path_ms, fixed.buffer_ms, fixed.late, fixed.concealed)
 
 
 def jitter_config(items: list[str]) -> JitterConfig:
@@ -339,62 +465,67 @@ def jitter_config(items: list[str]) -> JitterConfig:
     return dataclasses.replace(default, **changes)
 
 
+@dataclass
+class Row:
+    scores: list[Score] = field(default_factory=list)
+    delays: list[str] = field(default_factory=list)  # best fixed: the delay of each seed
+
+    def mean(self, name: str) -> float:
+        return float(np.mean([getattr(s, name) for s in self.scores]))
+
+    @property
+    def worst_mos(self) -> float:
+        return min(s.mos_cq for s in self.scores)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--no-gstreamer", dest="gstreamer", action="store_false", help="skip the real-time GStreamer column"
-    )
-    parser.add_argument(
-        "--gst-output",
-        choices=sorted(GST_OUTPUTS),
-        default="file",
-        help="where GStreamer's audio goes: a file, unpaced (default), or the default sound device, "
-        "recorded back (run scripts/virtual-audio start first): what a listener hears",
-    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--traces", nargs="+", choices=[t.key for t in TRACES], help="a subset (default: all)")
+    parser.add_argument("--gstreamer", action="store_true", help="also GStreamer's receiver, in real time")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--jitter",
         metavar="FIELD=VALUE",
         action="append",
         default=[],
-        help="a JitterConfig field for our buffer, e.g. --jitter shorten_min_ms=5 --jitter quantile=0.98 "
-        "(repeatable): how the defaults were chosen",
+        help="a JitterConfig field for our buffer, e.g. --jitter margin_ms=5 (repeatable)",
     )
     args = parser.parse_args()
     try:
         config = jitter_config(args.jitter)
     except ValueError as exc:
         parser.error(f"--jitter: {exc}")
-    if args.jitter:
-        print("ours with " + ", ".join(args.jitter))
-    sentence = read_48k(bundled_speech())
-    source = np.tile(sentence[: len(sentence) // FRAME * FRAME], REPEATS)
-    reference = source
+    traces = [t for t in TRACES if args.traces is None or t.key in args.traces]
     print(
-        f"seed {args.seed}; bundled speech x{REPEATS}, {len(reference) / SAMPLE_RATE:.1f} s; Opus 24 kbit/s, "
-        f"20 ms packets; our buffer pulled every {PULL * 1000 // SAMPLE_RATE} ms"
+        f"seeds {' '.join(map(str, args.seeds))}; Opus 24 kbit/s, 20 ms packets"
+        + ("; ours with " + ", ".join(args.jitter) if args.jitter else "")
     )
-    print("(FEC tuned to the trace's loss, as RTCP would have it; none on loss-free traces)\n")
-    print("| trace | design | buffer delay ms | late % | concealed % | PESQ-WB |")
-    print("|---|---|---:|---:|---:|---:|")
-    for name, spec in TRACES:
-        loss = NetworkSpec.parse(spec).loss if spec != "spikes" else 0.0
-        packets = encode(source, round(loss * 100))
-        arrivals = trace(spec, len(packets), args.seed)
-        oracle = oracle_delay(arrivals)
-        rows = [
-            ("ours", run_ours(packets, arrivals, config)),
-            (f"oracle ({oracle * 1000:.0f} ms)", FixedDelay(packets, arrivals, oracle).run()),
-            ("fixed200", FixedDelay(packets, arrivals, 0.2).run()),
-            ("seq4", run_sequence_only(packets, arrivals)),
-        ]
-        for design, r in rows:
+    for trace in traces:  # synthesize each conversation once, before the workers need it
+        conversation(trace.speech_s)
+    jobs = [(trace, seed, config, args.gstreamer) for trace in traces for seed in args.seeds]
+    with multiprocessing.Pool(args.processes) as pool:
+        results = pool.map(run_case, jobs, chunksize=1)
+    print("\n| trace | receiver | PESQ | PLCMOS | Ta ms | MOS_CQ (worst) | late % | conc. % | warp ms |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for trace in traces:
+        rows: dict[str, Row] = {}
+        for (job_trace, _, _, _), result in zip(jobs, results, strict=True):
+            if job_trace is not trace:
+                continue
+            for name, score in result:
+                key = "best" if name.startswith("best") else name
+                rows.setdefault(key, Row()).scores.append(score)
+                if key == "best":
+                    rows[key].delays.append(name.split()[1])
+        for name, row in rows.items():
+            label = f"best fixed ({'/'.join(row.delays)} ms)" if name == "best" else name
             print(
-                f"| {name} | {design} | {r.delay_ms:.0f} | {r.late_percent:.1f} | {r.concealed_percent:.1f} "
-                f"| {pesq_wb(reference, r.output, MAX_LAG_S):.2f} |"
+                f"| {trace.name} | {label} | {row.mean('pesq'):.2f} | {row.mean('plcmos'):.2f} | "
+                f"{row.mean('ta_ms'):.0f} | {row.mean('mos_cq'):.2f} ({row.worst_mos:.2f}) | "
+                f"{row.mean('late_percent'):.2f} | {row.mean('concealed_percent'):.2f} | "
+                + (f"{row.mean('warped_ms'):.0f} |" if name.startswith("ours") else " |")
             )
-        if args.gstreamer:
-            print(gstreamer_row(name, reference, run_gstreamer(packets, arrivals, args.gst_output), args.gst_output))
 
 
 if __name__ == "__main__":
