@@ -6,7 +6,7 @@ voices, women and men, and the bundled sample; 60 s, 120 s for the non-stationar
 encoded with Opus 24 kbit/s in 20 ms packets (in-band FEC tuned to the trace's loss, as RTCP
 would have it), and the packets arrive as the trace says. Receivers, all with the same decoder,
 PLC and FEC:
-  ours      voip.jitter.JitterBuffer pulled every 10 ms (NetEq's cadence)
+  ours      voip.playout.JitterBuffer pulled every 10 ms (NetEq's cadence)
   ours@20   the same pulled every 20 ms (a device with 20 ms blocks)
   best N    a fixed playout delay of N ms after the fastest path, the best MOS_CQ of a sweep in
             10 ms steps (20 ms steps, then the neighbours of the best): the bar
@@ -56,7 +56,7 @@ from voip import SAMPLE_RATE
 from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
 from voip.emodel import conversational_mos, mouth_to_ear_ms
 from voip.io.files import read_48k
-from voip.jitter import JitterBuffer, JitterConfig
+from voip.playout import JitterBuffer, JitterConfig
 from voip.quality import plcmos, utterance_pesq
 from voip.rtp import Packetizer
 
@@ -198,12 +198,13 @@ class Played:
 
 def run_ours(packets: list[bytes], arrivals: list[Arrival], config: JitterConfig, pull: int) -> Played:
     jb = JitterBuffer(OpusDecoder(), config)
+    jb.observe_path_delay(min(a.time - a.sent for a in arrivals))  # what RTCP's RTT / 2 would tell it
     last = arrivals[-1].index
 
     def push(i: int, payload: bytes, now: float) -> None:
         jb.push(i * FRAME, payload, FRAME, now)
         if i == last:
-            jb.end_of_stream()  # as the sender's BYE would
+            jb.end_of_stream(now)  # as the sender's BYE would
 
     out = _drive(arrivals, packets, push, jb.pull, lambda: jb.drained, pull)
     stats = jb.stats(0.0)

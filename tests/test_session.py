@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voip.codec import OpusSettings
-from voip.jitter import JitterConfig
 from voip.netsim import NetworkSpec
+from voip.playout import JitterConfig
 from voip.quality import align, pesq_wb
 from voip.rtp import RtpPacket
 from voip.session import ByeReceived, Session, SessionConfig, StreamStarted

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voip.stretch import MAX_LAG, MIN_LAG, accelerate, best_period, expand
+from voip.playout.stretch import MAX_LAG, MIN_LAG, accelerate, best_period, expand
 
 
 def tone(freq: float, n: int = 960, phase: float = 0.3) -> np.ndarray:

@@ -28,7 +28,7 @@ from voip.codec import (
 )
 from voip.control import CallControl, ControlEvent, is_control
 from voip.errors import ParseError
-from voip.jitter import JitterBuffer, JitterConfig
+from voip.playout import JitterBuffer, JitterConfig
 from voip.rtcp import (
     SDES_CNAME,
     Bye,
@@ -109,7 +109,7 @@ class Session:
             initial_sequence=rng.randrange(0x8000),
             initial_timestamp=rng.getrandbits(32),
         )
-        self.jitter = JitterBuffer(self._decoder, config.jitter)
+        self.jitter = JitterBuffer(self._decoder, config.jitter, now=now)
         self._receiver = ReceiverStats(SAMPLE_RATE)
         self.remote_ssrc: int | None = None
         self._expected_ssrc: int | None = None  # announced by the peer's call offer
@@ -273,7 +273,7 @@ class Session:
             elif isinstance(packet, ReceiverReport):
                 self._on_report_blocks(packet.reports, now)
             elif isinstance(packet, Bye) and self.remote_ssrc in packet.ssrcs:
-                self.jitter.end_of_stream()
+                self.jitter.end_of_stream(now)
                 reason = packet.reason.decode("utf-8", "replace")
                 self._events.append(ByeReceived(packet.ssrcs[0], reason))
 
@@ -284,6 +284,7 @@ class Session:
             rtt = round_trip_time(block, ntp_middle(self._ntp(now)))
             if rtt is not None:
                 self.rtt = rtt
+                self.jitter.observe_path_delay(rtt / 2)  # a symmetric path's one-way delay
             loss = block.fraction_lost / 256.0
             self.remote_fraction_lost = loss
             self.remote_jitter_ms = block.jitter * 1000.0 / SAMPLE_RATE

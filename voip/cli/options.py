@@ -10,8 +10,8 @@ import time
 from voip import SAMPLE_RATE
 from voip.codec import OpusSettings
 from voip.errors import VoipError
-from voip.jitter import JitterConfig
 from voip.netsim import NetworkSimulator, NetworkSpec
+from voip.playout import JitterConfig
 from voip.rtcp import NTP_EPOCH_OFFSET
 from voip.session import Address, SessionConfig
 
@@ -49,14 +49,6 @@ def add_codec_options(parser: argparse.ArgumentParser, sending: bool = True) -> 
         parser.set_defaults(bitrate=24000, frame_ms=20, complexity=10, fec=True, dtx=False)
     group.add_argument("--jitter-min-ms", type=float, default=0.0, help="lower bound of playout delay")
     group.add_argument("--jitter-max-ms", type=float, default=500.0, help="upper bound of playout delay")
-    group.add_argument(
-        "--jitter-quantile",
-        type=float,
-        default=JitterConfig.quantile,
-        metavar="Q",
-        help=f"share of packets the playout delay should cover (default {JitterConfig.quantile}); "
-        "lower means less delay and more late packets",
-    )
     group.add_argument("--payload-type", type=int, default=111, help="RTP payload type (default 111)")
 
 
@@ -127,9 +119,7 @@ def session_config(args: argparse.Namespace, remote: Address | None = None) -> S
             fec=args.fec,
             dtx=args.dtx,
         )
-        jitter = JitterConfig(
-            min_delay_ms=args.jitter_min_ms, max_delay_ms=args.jitter_max_ms, quantile=args.jitter_quantile
-        )
+        jitter = JitterConfig(min_delay_ms=args.jitter_min_ms, max_delay_ms=args.jitter_max_ms)
         return SessionConfig(
             opus=opus,
             jitter=jitter,

@@ -1,0 +1,161 @@
+"""The delay model: arrivals in, a read-only target playout delay out.
+
+A packet's relative delay is its transit time above the fastest transit of the last
+`reference_window_s` (RTP time is the sender's clock, so only differences of transit
+mean anything). Relative delays go into a histogram that forgets geometrically
+(`forget_factor` per packet, about half a minute of memory): long enough to know how
+often a path stalls or spikes, which decides what covering them is worth.
+
+The target is the delay that a listener would prefer, by the E-model (`voip.emodel`):
+for each candidate delay, the packets later than it are concealed, which costs
+Ie_eff(late share), and the delay itself costs Idd(mouth-to-ear delay). Delay is nearly
+free below 150 ms mouth to ear and a concealed packet never is, so on a quiet path the
+target covers the whole tail, and on a path with rare long stalls it lets them go.
+
+Stalls that recur (a link that stalls every few seconds) stay in the histogram's memory,
+and the E-model weighs covering them against their delay. What a histogram cannot see is
+the path's floor rising (a route change): relative delays measured against the old floor
+would say "80 ms of jitter" for a whole reference window, and a long memory would keep
+that for half a minute. So once every packet of `floor_rise_s` came more than
+`floor_rise_ms` above the floor, the floor moves and those packets are counted again
+against the new one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from voip import SAMPLE_RATE
+from voip.emodel import DEVICE_ALLOWANCE_MS, OPUS_BPL, OPUS_IE, idd
+from voip.playout.config import JitterConfig
+
+PRIOR_PACKETS = 100
+RECOMPUTE_PACKETS = 8  # the target is recomputed after this many arrivals (it moves slowly)
+
+
+class DelayModel:
+    """Relative delays in (`observe`), the E-model's best playout delay out (`target`)."""
+
+    def __init__(self, config: JitterConfig, start: float) -> None:
+        self.config = config
+        self._buckets = math.ceil(config.max_delay_ms / config.bucket_ms) + 1
+        self._histogram = np.zeros(self._buckets)
+        # A prior: the path is taken to be punctual until shown otherwise, worth PRIOR_PACKETS,
+        # so that one stall in a call's first seconds does not look like a path that always stalls.
+        self._histogram[0] = PRIOR_PACKETS * (1.0 - config.forget_factor)
+        self._weight = 1.0  # forgetting by ever larger weights, folded back before they overflow
+        self._reference: deque[tuple[float, float]] = deque()  # (arrival, transit), transit rising
+        self._recent: deque[tuple[float, float, int, float]] = deque()  # (arrival, transit, bucket, mass)
+        self._start = start
+        self._path_delay = 0.0
+        self._since_recompute = 0
+        self._learned = 0.0
+        self._edges = (np.arange(self._buckets) + 1) * config.bucket_ms / 1000.0  # candidate targets
+        self._delay_cost = self._delay_costs()
+        self.floor_rises = 0
+
+    # ---- observations --------------------------------------------------------------------
+
+    def observe(self, timestamp: int, now: float) -> float:
+        """Count one arrival (its unwrapped RTP timestamp); returns its relative delay in seconds."""
+        transit = now - timestamp / SAMPLE_RATE
+        relative = self._relative(transit, now)
+        bucket = self._bucket(relative)
+        self._weight /= self.config.forget_factor
+        mass = self._weight * (1.0 - self.config.forget_factor)
+        self._histogram[bucket] += mass
+        self._recent.append((now, transit, bucket, mass))
+        while self._recent and self._recent[0][0] < now - self.config.floor_rise_s:
+            self._recent.popleft()
+        if self._floor_rose(now):
+            relative = transit - self._reference[0][1]
+        if self._weight > 1e9:
+            self._histogram /= self._weight
+            self._recent = deque((t, tr, b, m / self._weight) for t, tr, b, m in self._recent)
+            self._weight = 1.0
+        self._since_recompute += 1
+        if self._since_recompute >= RECOMPUTE_PACKETS:
+            self._recompute()
+        return relative
+
+    def observe_path_delay(self, seconds: float) -> None:
+        """The one-way network delay (half the RTT, say): what the buffer adds to it is what a listener waits."""
+        self._path_delay = max(0.0, seconds)
+        self._delay_cost = self._delay_costs()
+        self._recompute()
+
+    def reset_reference(self) -> None:
+        self._reference.clear()
+        self._recent.clear()
+
+    def _relative(self, transit: float, now: float) -> float:
+        reference = self._reference
+        while reference and reference[0][0] < now - self.config.reference_window_s:
+            reference.popleft()
+        while reference and reference[-1][1] >= transit:  # monotonic deque: front is the minimum
+            reference.pop()
+        reference.append((now, transit))
+        return transit - reference[0][1]
+
+    def _bucket(self, relative: float) -> int:
+        return min(self._buckets - 1, int(relative * 1000.0 / self.config.bucket_ms))
+
+    def _floor_rose(self, now: float) -> bool:
+        """Every packet of the last `floor_rise_s` came well above the floor: the path changed.
+        Move the floor up to them and count them again against it."""
+        config = self.config
+        recent = self._recent
+        if len(recent) < 3 or recent[0][0] > now - config.floor_rise_s + 0.05:
+            return False
+        floor = self._reference[0][1]
+        lowest = min(transit for _, transit, _, _ in recent)
+        if lowest - floor < config.floor_rise_ms / 1000.0:
+            return False
+        self.floor_rises += 1
+        self._reference = deque((t, tr) for t, tr in self._reference if t >= recent[0][0])
+        recounted: deque[tuple[float, float, int, float]] = deque()
+        for arrival, transit, bucket, mass in recent:
+            self._histogram[bucket] -= mass
+            moved = self._bucket(transit - lowest)
+            self._histogram[moved] += mass
+            recounted.append((arrival, transit, moved, mass))
+        self._recent = recounted
+        self._recompute()
+        return True
+
+    # ---- the target (reading never changes anything) -------------------------------------
+
+    def _delay_costs(self) -> np.ndarray:
+        """Idd of the mouth-to-ear delay each candidate target would give."""
+        base_ms = self.config.fixed_ms + DEVICE_ALLOWANCE_MS + self._path_delay * 1000.0
+        return np.array([idd(base_ms + edge * 1000.0) for edge in self._edges])
+
+    def _recompute(self) -> None:
+        """The delay of least E-model impairment over the candidates (the buckets' upper edges):
+        Idd of the delay, plus Ie_eff of the share of packets later than it."""
+        self._since_recompute = 0
+        histogram = self._histogram
+        total = float(histogram.sum())
+        if total <= 0:
+            self._learned = 0.0
+            return
+        late_percent = 100.0 * np.maximum(0.0, total - np.cumsum(histogram)) / total
+        loss_cost = OPUS_IE + (95.0 - OPUS_IE) * late_percent / (late_percent + OPUS_BPL)
+        self._learned = float(self._edges[int(np.argmin(self._delay_cost + loss_cost))])
+
+    def target(self, now: float) -> float:
+        """Seconds of relative delay the playout should cover: the E-model's best, and not below
+        the start's floor early in a call."""
+        config = self.config
+        start = config.start_ms / 1000.0 * max(0.0, 1.0 - (now - self._start) / config.start_s)
+        return max(self._learned, start)
+
+    def late_share(self, delay: float) -> float:
+        """The share of packets (by the histogram's memory) with more relative delay than `delay`."""
+        total = float(self._histogram.sum())
+        if total <= 0:
+            return 0.0
+        return float(self._histogram[self._bucket(delay) + 1 :].sum()) / total

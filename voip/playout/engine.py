@@ -1,0 +1,493 @@
+"""The playout engine: packets in, exactly the requested audio out, on the caller's clock.
+
+States (`PlayoutState`), each change an event (`next_event`):
+
+    WAITING  --enough buffered, or waited long enough-->  PLAYING
+    PLAYING  --the sender said BYE-->                     DRAINING
+    DRAINING --everything buffered has played-->          DRAINED
+    PLAYING/DRAINING --the stream jumped far ahead-->     WAITING (a sender restarted)
+
+* Packets wait in a `PacketStore` by unwrapped timestamp. Every pull yields the requested
+  number of samples: decoded audio; for a missing packet whose successor is here, the
+  successor's in-band FEC or PLC; with nothing buffered, PLC that holds the playout point.
+* Concealment played while the buffer was empty stands in for the timestamps it covered:
+  when packets return after a loss burst the playout point jumps over them, so delay does
+  not ratchet up by every burst. A stall longer than the delay bound is skipped.
+* The level is measured at the moments the output pulls: a packet's need delay is the time
+  from when it would have arrived by the fastest path to the pull that first needs it. The
+  least need delay of the last second (`PunctualityWindow`) is the buffer's level; the
+  delay model (`voip.playout.delay`) says where it should be, and the policy
+  (`voip.playout.policy`) how to get there: by time-stretching (`voip.playout.stretch`),
+  in pauses by preference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from voip import SAMPLE_RATE
+from voip.codec import Decoder, Pcm
+from voip.playout.config import JitterConfig
+from voip.playout.delay import DelayModel
+from voip.playout.policy import Action, Situation, decide
+from voip.playout.store import Buffered, PacketStore, PushResult
+from voip.playout.stretch import MAX_LAG, MIN_LAG, accelerate, best_period, expand
+from voip.timeline import Timeline
+
+LOW_ENERGY_RMS = 10 ** (-45 / 20)  # a pause in speech; dropping or repeating it is inaudible
+PAUSE_SAMPLES = SAMPLE_RATE // 10  # this much quiet audio in a row is a pause
+PERIODIC = 0.9  # correlation of neighbouring periods above which a period can go or repeat unheard
+STALL_MS = 60.0  # concealment this long, then a burst of packets: the path stalled
+INTERRUPTION_MS = 150.0  # W3C: concealment runs this long count as an interruption
+DELAY_HISTOGRAM_MS = 2000  # buffer-delay statistics: 1 ms bins up to here
+
+
+class PlayoutState(Enum):
+    WAITING = "waiting"  # for the first packets of a stream
+    PLAYING = "playing"
+    DRAINING = "draining"  # the sender said BYE; what is buffered still plays
+    DRAINED = "drained"
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    state: PlayoutState
+    time: float
+
+
+@dataclass(frozen=True)
+class JitterStats:
+    packets_late: int
+    packets_duplicate: int
+    fec_recovered: int
+    concealed_ms: float
+    concealment_events: int
+    interruptions: int
+    buffer_delay_ms: float
+    buffer_delay_p95_ms: float
+    buffer_target_ms: float
+    accelerated_ms: float
+    expanded_ms: float
+
+
+class PunctualityWindow:
+    """The least need delay of the last second.
+
+    A packet's need delay is the time from when it would have arrived by the fastest path
+    to the pull that first needs it. Records are kept net of the shifts since: after a
+    stretch moves every later need by whole pulls, old evidence stays valid. A monotonic
+    deque, so the least costs O(1) per packet.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._need: deque[tuple[float, float]] = deque()  # rising: front is the least
+        self._since: float | None = None
+        self._shift = 0.0  # seconds by which needs moved later since the window started
+
+    def add(self, now: float, need_delay: float) -> None:
+        while self._need and self._need[0][0] < now - self._seconds:
+            self._need.popleft()
+        value = need_delay - self._shift
+        while self._need and self._need[-1][1] >= value:
+            self._need.pop()
+        self._need.append((now, value))
+        if self._since is None:
+            self._since = now
+
+    def shifted(self, seconds: float) -> None:
+        """Every later packet is needed `seconds` later (negative: sooner)."""
+        self._shift += seconds
+
+    @property
+    def least_need_delay(self) -> float:
+        return self._need[0][1] + self._shift if self._need else 0.0
+
+    def full(self, now: float) -> bool:
+        return self._since is not None and now - self._since >= self._seconds
+
+    def restart(self) -> None:
+        self._need.clear()
+        self._since = None
+        self._shift = 0.0
+
+
+class JitterBuffer:
+    def __init__(
+        self, decoder: Decoder, config: JitterConfig | None = None, timeline: Timeline | None = None, now: float = 0.0
+    ) -> None:
+        self.config = config or JitterConfig()
+        self.timeline = timeline  # records what happens, for --plot
+        self._decoder = decoder
+        self._delay = DelayModel(self.config, now)
+        self._store = PacketStore(self.config.max_packets)
+        self._window = PunctualityWindow(self.config.delay_window_s)
+        self.state = PlayoutState.WAITING
+        self._events: deque[StateChanged] = deque()
+        self._playout_ts: int | None = None  # the next timestamp to play; set while not WAITING
+        self._concealed_ahead = 0  # samples concealed past the playout point while nothing was here
+        self._fifo = np.zeros(0, dtype=np.float32)
+        self._last_samples = 960
+        self._quiet_samples = 0  # decoded low-energy audio in a row: how deep into a pause we are
+        self._stretch_budget = float(2 * MAX_LAG)  # samples of speech stretching allowed now
+        self._first_arrival: float | None = None
+        self._bye = False  # the sender said BYE
+        self._last_loss: float | None = None  # the last loss that the next packet's FEC could rebuild
+        self._pull_samples = 960
+        self.playout_delay = 0.0  # seconds from the fastest path's arrival to play-out, of the last packet
+        # statistics
+        self.packets_late = 0
+        self.packets_duplicate = 0
+        self.fec_recovered = 0
+        self._concealed_samples = 0
+        self._concealment_events = 0
+        self._interruptions = 0
+        self._run_samples = 0  # length of the current concealment run
+        self._accelerated_samples = 0
+        self._expanded_samples = 0
+        self._delay_histogram = [0] * (DELAY_HISTOGRAM_MS + 1)
+        self._delay_sum = 0.0
+
+    # ---- states and events ---------------------------------------------------------------
+
+    def _enter(self, state: PlayoutState, now: float) -> None:
+        if state is not self.state:
+            self.state = state
+            self._events.append(StateChanged(state, now))
+
+    def next_event(self) -> StateChanged | None:
+        return self._events.popleft() if self._events else None
+
+    @property
+    def started(self) -> bool:
+        return self.state is not PlayoutState.WAITING
+
+    @property
+    def drained(self) -> bool:
+        return self.state is PlayoutState.DRAINED
+
+    # ---- input ---------------------------------------------------------------------------
+
+    def push(self, timestamp: int, payload: bytes, samples: int, now: float) -> PushResult:
+        """Insert one packet: its 32-bit RTP timestamp, payload and duration (validated by the caller)."""
+        ts = self._store.unwrap(timestamp)
+        if self._playout_ts is not None and ts - self._playout_ts > self.config.resync_after_s * SAMPLE_RATE:
+            self._resync(now)
+        result = self._store.classify(ts, self._playout_ts)
+        if result is PushResult.DUPLICATE:
+            self.packets_duplicate += 1
+            return result
+        relative_delay = self._delay.observe(ts, now)
+        if result is PushResult.LATE:
+            # Too late to play, but its delay is what the model most needs to know: it was counted.
+            self.packets_late += 1
+            if self.timeline is not None:
+                self.timeline.late_packet(now)
+            return result
+        if self._store.full:
+            self._drop_oldest(now)
+        if self.timeline is not None:
+            self.timeline.arrival(now, relative_delay * 1000.0)
+        self._store.add(ts, Buffered(payload, samples, now, relative_delay))
+        if self._first_arrival is None:
+            self._first_arrival = now
+        return result
+
+    def end_of_stream(self, now: float = 0.0) -> None:
+        """The sender said BYE: play out what is buffered, then report `drained`."""
+        self._bye = True
+        if self.state is PlayoutState.PLAYING:
+            self._enter(PlayoutState.DRAINING, now)
+        elif self.state is PlayoutState.WAITING and not len(self._store):
+            self._enter(PlayoutState.DRAINED, now)
+
+    def observe_path_delay(self, seconds: float) -> None:
+        """The one-way network delay (half the round trip): the delay model weighs the buffer's
+        delay by the mouth-to-ear delay it makes."""
+        self._delay.observe_path_delay(seconds)
+
+    def _resync(self, now: float) -> None:
+        """The stream jumped far ahead (sender restarted its clock): start over."""
+        self._store.clear()
+        self._playout_ts = None
+        self._concealed_ahead = 0
+        self._first_arrival = None
+        self._delay.reset_reference()
+        self._window.restart()
+        self._enter(PlayoutState.WAITING, now)
+
+    def _drop_oldest(self, now: float) -> None:
+        """The oldest packet will never play (the buffer is full, or a stall was skipped): it is late."""
+        self._store.drop_oldest()
+        self.packets_late += 1
+        if self.timeline is not None:
+            self.timeline.late_packet(now)
+
+    # ---- output --------------------------------------------------------------------------
+
+    def pull(self, samples: int, now: float) -> Pcm:
+        """Exactly `samples` of audio for the output clock; silence before start and after end."""
+        self._pull_samples = samples
+        while len(self._fifo) < samples:
+            chunk = self._next_chunk(now)
+            if chunk is None:
+                break
+            self._fifo = np.concatenate((self._fifo, chunk)) if len(self._fifo) else chunk
+        out = self._fifo[:samples]
+        self._fifo = self._fifo[samples:]
+        if len(out) < samples:
+            out = np.concatenate((out, np.zeros(samples - len(out), dtype=np.float32)))
+        if self.state is PlayoutState.DRAINING and not len(self._store) and not len(self._fifo):
+            self._enter(PlayoutState.DRAINED, now)
+        return out
+
+    def target_delay(self, now: float) -> float:
+        """Seconds from a fastest-path arrival to the pull that needs the packet, to steer toward.
+
+        The margin over the delay model's target. For a while after a loss that FEC could
+        rebuild, one packet more: the packet whose FEC rebuilds the next lost one is then
+        here in time.
+        """
+        margin = self.config.margin_ms / 1000.0
+        if self._last_loss is not None and now - self._last_loss < self.config.loss_memory_s:
+            margin += self._last_samples / SAMPLE_RATE
+        target_ms = (margin + self._delay.target(now)) * 1000.0
+        return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms)) / 1000.0
+
+    def target_playout_delay(self, now: float) -> float:
+        """The target as a playout delay (fastest-path arrival to first sample played): needs
+        come at pulls, so this is the target plus half a pull."""
+        return self._as_playout_delay(self.target_delay(now))
+
+    def _as_playout_delay(self, need_delay: float) -> float:
+        return need_delay + self._pull_samples / SAMPLE_RATE / 2
+
+    def _excess(self, target: float) -> float:
+        """How much sooner every packet could be needed, the least punctual one keeping its margin."""
+        return self._window.least_need_delay - target
+
+    def _next_chunk(self, now: float) -> Pcm | None:
+        if self.state is PlayoutState.WAITING and not self._try_start(now):
+            return None
+        if self.state is PlayoutState.DRAINED:
+            return None
+        assert self._playout_ts is not None
+        packet = self._store.get(self._playout_ts)
+        if packet is not None:
+            if self._stalled():
+                return self._skip_concealed(now)
+            return self._play_packet(packet, now)
+        oldest = self._store.oldest
+        if oldest is not None:
+            return self._fill_gap(oldest, now)
+        if self.state is PlayoutState.DRAINING:
+            return None
+        chunk = self._conceal(self._last_samples, now)
+        self._concealed_ahead += len(chunk)
+        return chunk
+
+    def _stalled(self) -> bool:
+        """Concealment ran on past the delay bound, or for a stall whose packets then came at once
+        (more buffered than was concealed): a route that got longer brings one packet at a time."""
+        ahead = self._concealed_ahead
+        if ahead > self.config.max_delay_ms * SAMPLE_RATE / 1000:
+            return True
+        return ahead >= STALL_MS * SAMPLE_RATE / 1000 and self._store.span_samples() > ahead
+
+    def _skip_concealed(self, now: float) -> Pcm:
+        """After a stall, the packets it held are dropped, not played late: concealment already
+        stood in for them, and playing them would add the whole stall to the delay (to be cut
+        again later, by time warps)."""
+        assert self._playout_ts is not None
+        self._playout_ts += self._concealed_ahead
+        self._concealed_ahead = 0
+        while (oldest := self._store.oldest) is not None and oldest < self._playout_ts:
+            self._drop_oldest(now)
+        return np.zeros(0, dtype=np.float32)
+
+    def _try_start(self, now: float) -> bool:
+        oldest = self._store.oldest
+        if oldest is None or self._first_arrival is None:
+            return False
+        buffered = self._store.span_samples() / SAMPLE_RATE
+        waited = now - self._first_arrival
+        target = self.target_delay(now)
+        if buffered <= target and waited < target and not self._bye:
+            return False
+        self._playout_ts = oldest
+        packet = self._store.get(oldest)
+        assert packet is not None
+        self._last_samples = packet.samples
+        self._window.restart()
+        self._enter(PlayoutState.DRAINING if self._bye else PlayoutState.PLAYING, now)
+        return True
+
+    def _play_packet(self, packet: Buffered, now: float) -> Pcm:
+        assert self._playout_ts is not None
+        # Needed now; its first sample plays once what is left of the packet before has.
+        before = len(self._fifo)
+        need_delay = now - packet.arrival + packet.relative_delay
+        self.playout_delay = need_delay + before / SAMPLE_RATE
+        self._window.add(now, need_delay)
+        target = self.target_delay(now)
+        if self.timeline is not None:
+            self.timeline.playout(now, self.playout_delay * 1000.0, self._as_playout_delay(target) * 1000.0)
+        self._take(self._playout_ts, now + before / SAMPLE_RATE)
+        pcm = self._decoder.decode(packet.payload)
+        self._run_samples = 0  # a concealment run ends with real audio
+        if self._concealed_ahead:  # the concealment did not stand in for a packet: it delayed them all
+            self._window.shifted(self._pull_shift(self._concealed_ahead))
+            self._concealed_ahead = 0
+        self._last_samples = packet.samples
+        self._playout_ts += packet.samples
+        # What will be left for later pulls once this one is served, in samples
+        left = before + len(pcm) - self._pull_samples
+        return self._stretch(pcm, self._excess(target), left, now)
+
+    def _pull_shift(self, samples: int, left: int = 0) -> float:
+        """How much later (seconds) every later packet is needed once `samples` more audio is
+        queued ahead of it, `left` samples being queued beyond this pull: whole pulls crossed."""
+        pull = self._pull_samples
+        return (math.floor((left + samples) / pull) - math.floor(left / pull)) * pull / SAMPLE_RATE
+
+    def _situation(self, pcm: Pcm, excess: float, left: int, now: float) -> Situation:
+        quiet = _rms(pcm) < LOW_ENERGY_RMS
+        self._quiet_samples = self._quiet_samples + len(pcm) if quiet else 0
+        config = self.config
+        return Situation(
+            excess=excess,
+            headroom=self._window.least_need_delay,
+            margin=config.margin_ms / 1000.0,
+            in_pause=self._quiet_samples >= PAUSE_SAMPLES,
+            spare=left % self._pull_samples,
+            pull=self._pull_samples,
+            settled=self._window.full(now),
+            ended=self.state is PlayoutState.DRAINING,
+            shorten_min=round(config.shorten_min_ms * SAMPLE_RATE / 1000),
+            speech_deficit=config.speech_deficit_ms / 1000.0,
+            far_too_late=config.far_too_late_ms / 1000.0,
+        )
+
+    def _stretch(self, pcm: Pcm, excess: float, left: int, now: float) -> Pcm:
+        """Carry out the policy's decision: a quiet packet is cut or repeated at any length, speech
+        by whole pitch periods that match (`PERIODIC`), within `max_stretch_rate` of what played."""
+        budget = min(3 * MAX_LAG, self._stretch_budget + self.config.max_stretch_rate * len(pcm))
+        self._stretch_budget = budget
+        decision = decide(self._situation(pcm, excess, left, now))
+        if decision.action is Action.KEEP:
+            return pcm
+        lengthen = decision.action is Action.LENGTHEN
+        wanted = decision.samples
+        if self._quiet_samples:
+            lag = max(1, min(wanted, len(pcm) // 2))
+            times = math.ceil(wanted / lag) if lengthen else 1
+        else:
+            longest = min(len(pcm) // 2, MAX_LAG) if lengthen else min(len(pcm) // 2, MAX_LAG, wanted)
+            if longest < MIN_LAG:
+                return pcm
+            lag, correlation = best_period(pcm, MIN_LAG, longest)
+            if lag > budget or (correlation < PERIODIC and not decision.any_period):
+                return pcm
+            # Lengthen by as many periods as it takes to gain a pull, in one place: one time
+            # warp is less audible (and costs PESQ less) than several.
+            times = min(math.ceil(wanted / lag), int(budget // lag)) if lengthen else 1
+            self._stretch_budget -= times * lag
+        out = pcm
+        for _ in range(times):
+            out = expand(out, lag) if lengthen else accelerate(out, lag)
+        change = len(out) - len(pcm)
+        if lengthen:
+            self._expanded_samples += change
+        else:
+            self._accelerated_samples -= change
+        self._window.shifted(self._pull_shift(change, left))
+        if self.timeline is not None:
+            self.timeline.stretched(now, _ms(change))
+        return out
+
+    def _fill_gap(self, next_ts: int, now: float) -> Pcm:
+        """The packet at the playout point is missing but a later one is here."""
+        assert self._playout_ts is not None
+        waited = self._concealed_ahead > 0
+        covered = min(self._concealed_ahead, next_ts - self._playout_ts)
+        self._playout_ts += covered
+        self._concealed_ahead = 0
+        gap = next_ts - self._playout_ts
+        if gap == 0:
+            return np.zeros(0, dtype=np.float32)
+        following = self._store.get(next_ts)
+        assert following is not None
+        fec_covers = following.samples if self._decoder.has_fec(following.payload) else 0
+        if fec_covers:  # the stream carries FEC: keep the next packet here in time to rebuild a loss
+            self._last_loss = now
+        draining = self.state is PlayoutState.DRAINING
+        if not waited and gap > fec_covers and not draining and self._excess(self.target_delay(now)) < 0:
+            # Below target, and no FEC to rebuild it: the missing packet is more likely late than
+            # lost. Conceal one packet without moving the playout point. If it comes, it plays
+            # next (the buffer grew by a packet); if not, this concealment already stood in for it.
+            chunk = self._conceal(self._last_samples, now)
+            self._concealed_ahead = len(chunk)
+            return chunk
+        if gap <= fec_covers:
+            pcm = self._decoder.decode_fec(following.payload, gap)
+            self.fec_recovered += 1
+            self._run_samples = 0
+        else:  # conceal up to where the next packet's FEC (if any) takes over
+            pcm = self._conceal(min(gap - fec_covers, self._last_samples), now)
+        self._playout_ts += len(pcm)
+        return pcm
+
+    def _take(self, ts: int, played_at: float) -> None:
+        packet = self._store.take(ts)
+        delay_ms = (played_at - packet.arrival) * 1000.0
+        self._delay_sum += delay_ms
+        self._delay_histogram[min(DELAY_HISTOGRAM_MS, max(0, int(delay_ms)))] += 1
+
+    def _conceal(self, samples: int, now: float) -> Pcm:
+        pcm = self._decoder.conceal(samples)
+        if self.timeline is not None:
+            self.timeline.concealed(now, _ms(len(pcm)))
+        if self._run_samples == 0:
+            self._concealment_events += 1
+        before = self._run_samples
+        self._run_samples += len(pcm)
+        limit = INTERRUPTION_MS * SAMPLE_RATE / 1000
+        if before < limit <= self._run_samples:
+            self._interruptions += 1
+        self._concealed_samples += len(pcm)
+        return pcm
+
+    # ---- statistics (reading never changes state) ----------------------------------------
+
+    def stats(self, now: float) -> JitterStats:
+        played = sum(self._delay_histogram)
+        p95 = 0.0
+        if played:
+            cumulative = np.cumsum(self._delay_histogram)
+            p95 = float(np.searchsorted(cumulative, 0.95 * played))
+        return JitterStats(
+            packets_late=self.packets_late,
+            packets_duplicate=self.packets_duplicate,
+            fec_recovered=self.fec_recovered,
+            concealed_ms=_ms(self._concealed_samples),
+            concealment_events=self._concealment_events,
+            interruptions=self._interruptions,
+            buffer_delay_ms=self._delay_sum / played if played else 0.0,
+            buffer_delay_p95_ms=p95,
+            buffer_target_ms=self.target_playout_delay(now) * 1000.0,
+            accelerated_ms=_ms(self._accelerated_samples),
+            expanded_ms=_ms(self._expanded_samples),
+        )
+
+
+def _rms(pcm: Pcm) -> float:
+    return math.sqrt(float(np.dot(pcm, pcm)) / len(pcm)) if len(pcm) else 0.0
+
+
+def _ms(samples: int) -> float:
+    return samples * 1000.0 / SAMPLE_RATE
