@@ -137,6 +137,7 @@ class JitterBuffer:
         self._stretch_budget = float(2 * MAX_LAG)  # samples of speech stretching allowed now
         self._first_arrival: float | None = None
         self._bye = False  # the sender said BYE
+        self._stream_has_fec = False  # the last packet played carried FEC for the one before
         self._last_loss: float | None = None  # the last loss that the next packet's FEC could rebuild
         self._pull_samples = 960
         self.playout_delay = 0.0  # seconds from the fastest path's arrival to play-out, of the last packet
@@ -287,6 +288,8 @@ class JitterBuffer:
             return self._fill_gap(oldest, now)
         if self.state is PlayoutState.DRAINING:
             return None
+        if self._stream_has_fec:  # a loss the next packet could rebuild, were it here in time
+            self._last_loss = now
         chunk = self._conceal(self._last_samples, now)
         self._concealed_ahead += len(chunk)
         return chunk
@@ -344,6 +347,7 @@ class JitterBuffer:
             self._window.shifted(self._pull_shift(self._concealed_ahead))
             self._concealed_ahead = 0
         self._last_samples = packet.samples
+        self._stream_has_fec = self._decoder.has_fec(packet.payload)
         self._playout_ts += packet.samples
         # What will be left for later pulls once this one is served, in samples
         left = before + len(pcm) - self._pull_samples
