@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+import soxr
 
 from voip import SAMPLE_RATE
 from voip.io.files import bundled_speech, read_48k
@@ -99,8 +100,6 @@ def _speak(text: str, voice: str) -> np.ndarray:
         path = Path(tmp) / "speech.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", "165", "-w", str(path), text], check=True)
         audio, rate = soundfile.read(path, dtype="float32")
-    import soxr
-
     return np.asarray(soxr.resample(audio, rate, SAMPLE_RATE), dtype=np.float32)
 
 

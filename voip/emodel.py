@@ -26,8 +26,8 @@ import math
 
 R0 = 93.2  # G.107's default basic signal-to-noise ratio, less the default simultaneous impairment
 DEVICE_ALLOWANCE_MS = 40.0  # sound card input and output buffers, for Ta when they are not measured
-# Opus 24 kbit/s, 20 ms frames, in-band FEC off, PLC on: fitted by scripts/fit_emodel.py
-# (docs/benchmarks.md). Ie is high because PESQ-WB scores even clean Opus on synthetic voices 3.77.
+# Opus 24 kbit/s, 20 ms frames, in-band FEC off, PLC on: fitted by scripts/fit_emodel.py;
+# the fit and what it measured are in docs/benchmarks.md.
 OPUS_IE = 19.5
 OPUS_BPL = 9.0
 

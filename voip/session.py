@@ -109,7 +109,7 @@ class Session:
             initial_sequence=rng.randrange(0x8000),
             initial_timestamp=rng.getrandbits(32),
         )
-        self.jitter = JitterBuffer(self._decoder, config.jitter, now=now)
+        self.jitter = JitterBuffer(self._decoder, config.jitter)
         self._receiver = ReceiverStats(SAMPLE_RATE)
         self.remote_ssrc: int | None = None
         self._expected_ssrc: int | None = None  # announced by the peer's call offer

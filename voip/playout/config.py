@@ -15,8 +15,7 @@ class JitterConfig:
     reference_window_s: float = 2.0  # relative delay is transit above the least of this long
     floor_rise_ms: float = 20.0  # every packet of floor_rise_s this far above the floor: the route changed
     floor_rise_s: float = 0.5
-    start_ms: float = 0.0  # the target starts at least here, falling to nothing over start_s (off: see benchmarks)
-    start_s: float = 4.0
+    initial_delay_ms: float = 20.0  # a prior: a few packets this late, so a call starts with a cushion
     fixed_ms: float = 26.5  # mouth-to-ear delay besides path, buffer and devices: frame and lookahead
     # The engine and its policy (voip.playout.engine, voip.playout.policy)
     max_packets: int = 500
@@ -26,7 +25,7 @@ class JitterConfig:
     loss_memory_s: float = 10.0  # after a loss FEC could rebuild, the target keeps a packet more this long
     max_stretch_rate: float = 0.15  # time-stretching of speech, as a fraction of the audio played
     shorten_min_ms: float = 20.0  # shorten only when this much can go
-    speech_deficit_ms: float = 20.0  # lengthen speech only when this far short of target
+    speech_deficit_ms: float = 2.5  # lengthen speech only when this far short of target (as the margin)
     far_too_late_ms: float = 100.0  # shorten speech only when this far above target
 
     def __post_init__(self) -> None:

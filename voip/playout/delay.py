@@ -32,30 +32,34 @@ from voip import SAMPLE_RATE
 from voip.emodel import DEVICE_ALLOWANCE_MS, OPUS_BPL, OPUS_IE, idd
 from voip.playout.config import JitterConfig
 
-PRIOR_PACKETS = 100
+PRIOR_PUNCTUAL = 100  # packets of prior on time: one early stall does not look like a path that always stalls
+PRIOR_LATE = 5  # packets of prior at `initial_delay_ms`: a call starts with a cushion...
+PRIOR_LATE_DECAY = 0.98  # ...that fades within seconds, per arrival, whatever the path shows
+# G.107 charges nothing for delay below 100 ms mouth to ear; this slight slope (R per ms of
+# delay) keeps a vanishing late share from holding the whole free range.
+DELAY_SLOPE_R_PER_MS = 0.01
 RECOMPUTE_PACKETS = 8  # the target is recomputed after this many arrivals (it moves slowly)
 
 
 class DelayModel:
     """Relative delays in (`observe`), the E-model's best playout delay out (`target`)."""
 
-    def __init__(self, config: JitterConfig, start: float) -> None:
+    def __init__(self, config: JitterConfig) -> None:
         self.config = config
         self._buckets = math.ceil(config.max_delay_ms / config.bucket_ms) + 1
         self._histogram = np.zeros(self._buckets)
-        # A prior: the path is taken to be punctual until shown otherwise, worth PRIOR_PACKETS,
-        # so that one stall in a call's first seconds does not look like a path that always stalls.
-        self._histogram[0] = PRIOR_PACKETS * (1.0 - config.forget_factor)
+        self._histogram[0] = PRIOR_PUNCTUAL * (1.0 - config.forget_factor)
+        self._prior_bucket = self._bucket(config.initial_delay_ms / 1000.0)
+        self._prior_late = PRIOR_LATE * (1.0 - config.forget_factor)  # at weight 1, fading
         self._weight = 1.0  # forgetting by ever larger weights, folded back before they overflow
         self._reference: deque[tuple[float, float]] = deque()  # (arrival, transit), transit rising
         self._recent: deque[tuple[float, float, int, float]] = deque()  # (arrival, transit, bucket, mass)
-        self._start = start
         self._path_delay = 0.0
         self._since_recompute = 0
         self._learned = 0.0
         self._edges = (np.arange(self._buckets) + 1) * config.bucket_ms / 1000.0  # candidate targets
         self._delay_cost = self._delay_costs()
-        self.floor_rises = 0
+        self._recompute()  # the prior's target, before any packet
 
     # ---- observations --------------------------------------------------------------------
 
@@ -65,12 +69,13 @@ class DelayModel:
         relative = self._relative(transit, now)
         bucket = self._bucket(relative)
         self._weight /= self.config.forget_factor
+        self._prior_late *= PRIOR_LATE_DECAY
         mass = self._weight * (1.0 - self.config.forget_factor)
         self._histogram[bucket] += mass
         self._recent.append((now, transit, bucket, mass))
         while self._recent and self._recent[0][0] < now - self.config.floor_rise_s:
             self._recent.popleft()
-        if self._floor_rose(now):
+        if relative >= self.config.floor_rise_ms / 1000.0 and self._floor_rose(now):
             relative = transit - self._reference[0][1]
         if self._weight > 1e9:
             self._histogram /= self._weight
@@ -114,7 +119,6 @@ class DelayModel:
         lowest = min(transit for _, transit, _, _ in recent)
         if lowest - floor < config.floor_rise_ms / 1000.0:
             return False
-        self.floor_rises += 1
         self._reference = deque((t, tr) for t, tr in self._reference if t >= recent[0][0])
         recounted: deque[tuple[float, float, int, float]] = deque()
         for arrival, transit, bucket, mass in recent:
@@ -129,15 +133,16 @@ class DelayModel:
     # ---- the target (reading never changes anything) -------------------------------------
 
     def _delay_costs(self) -> np.ndarray:
-        """Idd of the mouth-to-ear delay each candidate target would give."""
+        """Idd of the mouth-to-ear delay each candidate target would give, with a slight slope."""
         base_ms = self.config.fixed_ms + DEVICE_ALLOWANCE_MS + self._path_delay * 1000.0
-        return np.array([idd(base_ms + edge * 1000.0) for edge in self._edges])
+        return np.array([idd(base_ms + edge * 1000.0) + DELAY_SLOPE_R_PER_MS * edge * 1000.0 for edge in self._edges])
 
     def _recompute(self) -> None:
         """The delay of least E-model impairment over the candidates (the buckets' upper edges):
         Idd of the delay, plus Ie_eff of the share of packets later than it."""
         self._since_recompute = 0
-        histogram = self._histogram
+        histogram = self._histogram.copy()
+        histogram[self._prior_bucket] += self._prior_late * self._weight
         total = float(histogram.sum())
         if total <= 0:
             self._learned = 0.0
@@ -146,16 +151,7 @@ class DelayModel:
         loss_cost = OPUS_IE + (95.0 - OPUS_IE) * late_percent / (late_percent + OPUS_BPL)
         self._learned = float(self._edges[int(np.argmin(self._delay_cost + loss_cost))])
 
-    def target(self, now: float) -> float:
-        """Seconds of relative delay the playout should cover: the E-model's best, and not below
-        the start's floor early in a call."""
-        config = self.config
-        start = config.start_ms / 1000.0 * max(0.0, 1.0 - (now - self._start) / config.start_s)
-        return max(self._learned, start)
-
-    def late_share(self, delay: float) -> float:
-        """The share of packets (by the histogram's memory) with more relative delay than `delay`."""
-        total = float(self._histogram.sum())
-        if total <= 0:
-            return 0.0
-        return float(self._histogram[self._bucket(delay) + 1 :].sum()) / total
+    @property
+    def target(self) -> float:
+        """Seconds of relative delay the playout should cover: the E-model's best."""
+        return self._learned

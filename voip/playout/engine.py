@@ -118,17 +118,15 @@ class PunctualityWindow:
 
 
 class JitterBuffer:
-    def __init__(
-        self, decoder: Decoder, config: JitterConfig | None = None, timeline: Timeline | None = None, now: float = 0.0
-    ) -> None:
+    def __init__(self, decoder: Decoder, config: JitterConfig | None = None, timeline: Timeline | None = None) -> None:
         self.config = config or JitterConfig()
         self.timeline = timeline  # records what happens, for --plot
         self._decoder = decoder
-        self._delay = DelayModel(self.config, now)
+        self._delay = DelayModel(self.config)
         self._store = PacketStore(self.config.max_packets)
         self._window = PunctualityWindow(self.config.delay_window_s)
         self.state = PlayoutState.WAITING
-        self._events: deque[StateChanged] = deque()
+        self._events: deque[StateChanged] = deque(maxlen=16)  # a caller that never reads them loses only old ones
         self._playout_ts: int | None = None  # the next timestamp to play; set while not WAITING
         self._concealed_ahead = 0  # samples concealed past the playout point while nothing was here
         self._fifo = np.zeros(0, dtype=np.float32)
@@ -137,7 +135,6 @@ class JitterBuffer:
         self._stretch_budget = float(2 * MAX_LAG)  # samples of speech stretching allowed now
         self._first_arrival: float | None = None
         self._bye = False  # the sender said BYE
-        self._stream_has_fec = False  # the last packet played carried FEC for the one before
         self._last_loss: float | None = None  # the last loss that the next packet's FEC could rebuild
         self._pull_samples = 960
         self.playout_delay = 0.0  # seconds from the fastest path's arrival to play-out, of the last packet
@@ -257,7 +254,7 @@ class JitterBuffer:
         margin = self.config.margin_ms / 1000.0
         if self._last_loss is not None and now - self._last_loss < self.config.loss_memory_s:
             margin += self._last_samples / SAMPLE_RATE
-        target_ms = (margin + self._delay.target(now)) * 1000.0
+        target_ms = (margin + self._delay.target) * 1000.0
         return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms)) / 1000.0
 
     def target_playout_delay(self, now: float) -> float:
@@ -288,8 +285,6 @@ class JitterBuffer:
             return self._fill_gap(oldest, now)
         if self.state is PlayoutState.DRAINING:
             return None
-        if self._stream_has_fec:  # a loss the next packet could rebuild, were it here in time
-            self._last_loss = now
         chunk = self._conceal(self._last_samples, now)
         self._concealed_ahead += len(chunk)
         return chunk
@@ -347,7 +342,6 @@ class JitterBuffer:
             self._window.shifted(self._pull_shift(self._concealed_ahead))
             self._concealed_ahead = 0
         self._last_samples = packet.samples
-        self._stream_has_fec = self._decoder.has_fec(packet.payload)
         self._playout_ts += packet.samples
         # What will be left for later pulls once this one is served, in samples
         left = before + len(pcm) - self._pull_samples
@@ -398,7 +392,7 @@ class JitterBuffer:
             if lag > budget or (correlation < PERIODIC and not decision.any_period):
                 return pcm
             # Lengthen by as many periods as it takes to gain a pull, in one place: one time
-            # warp is less audible (and costs PESQ less) than several.
+            # warp is less audible than several.
             times = min(math.ceil(wanted / lag), int(budget // lag)) if lengthen else 1
             self._stretch_budget -= times * lag
         out = pcm
