@@ -42,7 +42,6 @@ from voip.timeline import Timeline
 LOW_ENERGY_RMS = 10 ** (-45 / 20)  # a pause in speech; dropping or repeating it is inaudible
 PAUSE_SAMPLES = SAMPLE_RATE // 10  # this much quiet audio in a row is a pause
 PERIODIC = 0.9  # correlation of neighbouring periods above which a period can go or repeat unheard
-STALL_MS = 60.0  # concealment this long, then a burst of packets: the path stalled
 INTERRUPTION_MS = 150.0  # W3C: concealment runs this long count as an interruption
 DELAY_HISTOGRAM_MS = 2000  # buffer-delay statistics: 1 ms bins up to here
 
@@ -277,7 +276,7 @@ class JitterBuffer:
         assert self._playout_ts is not None
         packet = self._store.get(self._playout_ts)
         if packet is not None:
-            if self._stalled():
+            if self._concealed_ahead > self.config.max_delay_ms * SAMPLE_RATE / 1000:
                 return self._skip_concealed(now)
             return self._play_packet(packet, now)
         oldest = self._store.oldest
@@ -289,18 +288,9 @@ class JitterBuffer:
         self._concealed_ahead += len(chunk)
         return chunk
 
-    def _stalled(self) -> bool:
-        """Concealment ran on past the delay bound, or for a stall whose packets then came at once
-        (more buffered than was concealed): a route that got longer brings one packet at a time."""
-        ahead = self._concealed_ahead
-        if ahead > self.config.max_delay_ms * SAMPLE_RATE / 1000:
-            return True
-        return ahead >= STALL_MS * SAMPLE_RATE / 1000 and self._store.span_samples() > ahead
-
     def _skip_concealed(self, now: float) -> Pcm:
-        """After a stall, the packets it held are dropped, not played late: concealment already
-        stood in for them, and playing them would add the whole stall to the delay (to be cut
-        again later, by time warps)."""
+        """After a stall longer than the delay bound, the packets it held are dropped, not played
+        late: concealment already stood in for them, and playing them would add the whole stall."""
         assert self._playout_ts is not None
         self._playout_ts += self._concealed_ahead
         self._concealed_ahead = 0
