@@ -43,7 +43,9 @@ def test_send_to_receive_over_udp_keeps_speech_quality_and_length(tmp_path, spee
     assert receiver.returncode == 0, err
     assert "sender said goodbye" in err
     got = read_48k(out)
-    assert abs(len(got) - len(speech)) <= 960  # within one 20 ms frame
+    # Nothing lost; the buffer may have grown by a few packets on a loaded machine (the
+    # receiver keeps what it learnt of scheduling jitter as delay, which lengthens the file).
+    assert -960 <= len(got) - len(speech) <= 5 * 960
     score = pesq_wb(speech, got)
     assert score >= 3.5, score
     rx = json.loads((tmp_path / "rx.json").read_text())
@@ -112,9 +114,11 @@ def test_loopback_reports_latency_and_writes_all_stats_keys(tmp_path):
         "buffer_target_ms",
         "fec_recovered",
         "bitrate_kbps",
+        "mos",
     ):
         assert key in values
     assert values["packets_received"] > 50
+    assert 3.6 < values["mos"] < 3.9  # a clean path on one machine: only the codec's own impairment
 
 
 @pytest.mark.skipif(

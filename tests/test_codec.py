@@ -37,6 +37,16 @@ def test_fec_flag_follows_encoder_settings(speech):
     assert not any(flags(OpusSettings(fec=False, expected_loss_percent=20)))
 
 
+@pytest.mark.parametrize("percent", [1, 3, 5])
+def test_fec_is_added_at_low_expected_loss_at_24_kbits(speech, percent):
+    """libopus 1.3 adds no FEC to super-wideband frames at 24 kbit/s below ~10% loss; the
+    encoder caps the band at wideband while it expects loss, so FEC is there from 1%."""
+    encoder, decoder = OpusEncoder(OpusSettings(bitrate=24000)), OpusDecoder()
+    encoder.set_expected_loss(percent)
+    flags = [decoder.has_fec(encoder.encode(speech[i * 960 : (i + 1) * 960])) for i in range(150)]
+    assert sum(flags) > 0.5 * len(flags)
+
+
 def test_plc_and_fec_return_the_missing_duration(speech):
     encoder, decoder = OpusEncoder(OpusSettings(expected_loss_percent=20)), OpusDecoder()
     packets = [encoder.encode(speech[i * 960 : (i + 1) * 960]) for i in range(60)]

@@ -1,7 +1,7 @@
 import itertools
 
 from voip.rtcp import ReportBlock
-from voip.stats import ReceiverStats, round_trip_time
+from voip.stats import ReceiverStats, StreamStats, round_trip_time
 
 
 def test_loss_reorder_and_report_fraction():
@@ -43,3 +43,17 @@ def test_round_trip_time_from_lsr_and_dlsr():
     assert round_trip_time(block, now_ntp_middle=0x00018CCD) == (0x00018CCD - lsr - 0x8000) / 65536
     assert round_trip_time(ReportBlock(1, 0, 0, 0, 0, 0, 0), 12345) is None
     assert round_trip_time(block, now_ntp_middle=lsr) is None  # negative: not a real RTT
+
+
+def test_mos_falls_with_what_could_not_be_played_and_with_delay():
+    clean = StreamStats(packets_received=1000, buffer_delay_ms=40.0, rtt_ms=40.0, lookahead_ms=6.5)
+    assert StreamStats().mos is None  # nothing heard yet
+    assert clean.mos is not None and 3.6 < clean.mos < 3.9  # Opus 24 kbit/s: Ie 19.5, PESQ-WB ~3.8
+    lossy = StreamStats(packets_received=950, packets_lost=50, buffer_delay_ms=40.0, rtt_ms=40.0)
+    rebuilt = StreamStats(packets_received=950, packets_lost=50, fec_recovered=40, buffer_delay_ms=40.0, rtt_ms=40.0)
+    late = StreamStats(packets_received=1000, packets_late=50, buffer_delay_ms=40.0, rtt_ms=40.0)
+    far = StreamStats(packets_received=1000, buffer_delay_ms=40.0, rtt_ms=600.0)
+    assert lossy.mos is not None and rebuilt.mos is not None and far.mos is not None
+    assert lossy.mos < rebuilt.mos < clean.mos
+    assert late.mos == lossy.mos  # late is as lost to a listener
+    assert far.mos < clean.mos - 0.3  # 300 ms one way: the delay is heard in a conversation

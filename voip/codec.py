@@ -22,6 +22,11 @@ Pcm = npt.NDArray[np.float32]
 FRAME_MS_CHOICES = (10, 20, 40, 60)
 MAX_PACKET_BYTES = 1500
 MAX_FRAME_SAMPLES = SAMPLE_RATE * 120 // 1000  # longest Opus packet: 120 ms
+# libopus 1.3 adds FEC (LBRR) to super-wideband frames below this bitrate only at high
+# expected loss (none up to 5% at 24 kbit/s), to wideband frames from 1%: docs/benchmarks.md
+FEC_SUPERWIDEBAND_BITRATE = 32000
+OPUS_BANDWIDTH_WIDEBAND = 1103  # opus_defines.h
+OPUS_BANDWIDTH_FULLBAND = 1105
 
 
 class CodecError(ValueError):
@@ -95,7 +100,7 @@ class OpusEncoder:
         self._encoder.complexity = settings.complexity
         self._encoder.inband_fec = int(settings.fec)
         self._encoder.dtx = int(settings.dtx)
-        self._encoder.packet_loss_perc = settings.expected_loss_percent
+        self.set_expected_loss(settings.expected_loss_percent)
         self.lookahead_samples: int = self._encoder.lookahead
         self._encode = _opus().opus_encode_float
         self._out = ctypes.create_string_buffer(MAX_PACKET_BYTES)
@@ -118,8 +123,16 @@ class OpusEncoder:
         return self._out.raw[:length]
 
     def set_expected_loss(self, percent: int) -> None:
-        """Opus adds in-band FEC only when it expects loss; RTCP reports feed this."""
-        self._encoder.packet_loss_perc = max(0, min(100, percent))
+        """Opus adds in-band FEC only when it expects loss; RTCP reports feed this.
+
+        While loss is expected below `FEC_SUPERWIDEBAND_BITRATE`, the audio band is capped at
+        wideband (8 kHz), where the FEC fits: a lost packet rebuilt from its successor is
+        heard, the band above 8 kHz hardly.
+        """
+        percent = max(0, min(100, percent))
+        self._encoder.packet_loss_perc = percent
+        capped = self.settings.fec and percent > 0 and self.settings.bitrate < FEC_SUPERWIDEBAND_BITRATE
+        self._encoder.max_bandwidth = OPUS_BANDWIDTH_WIDEBAND if capped else OPUS_BANDWIDTH_FULLBAND
 
     @property
     def expected_loss(self) -> int:

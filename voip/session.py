@@ -388,6 +388,8 @@ class Session:
             accelerated_ms=j.accelerated_ms,
             expanded_ms=j.expanded_ms,
             bitrate_kbps=self._bitrate_kbps(now),
+            frame_ms=self.frame_samples * 1000.0 / SAMPLE_RATE,
+            lookahead_ms=self.codec_delay_samples * 1000.0 / SAMPLE_RATE,
         )
 
     def _bitrate_kbps(self, now: float) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from voip.emodel import estimate_mos, mouth_to_ear_ms
 from voip.rtcp import ReportBlock
 
 MAX_DROPOUT = 3000
@@ -163,3 +164,18 @@ class StreamStats:
     bitrate_kbps: float = 0.0
     input_overflows: int = 0  # audio device counters (PortAudio status flags and our queues)
     output_underflows: int = 0
+    frame_ms: float = 20.0  # framing and codec lookahead: mouth-to-ear delay no buffer removes
+    lookahead_ms: float = 0.0
+
+    @property
+    def mos(self) -> float | None:
+        """The E-model's MOS of what we hear, with no reference signal (G.107, Ie and Bpl fitted
+        for our Opus stream: voip.emodel). Loss is what could not be played: lost or late, less
+        what FEC rebuilt. The path's delay is half the round trip (0 until RTCP measures it),
+        the devices get the usual allowance. None until a packet has arrived."""
+        if not self.packets_received:
+            return None
+        unplayed = max(0, self.packets_lost + self.packets_late - self.fec_recovered)
+        path_ms = self.rtt_ms / 2 if self.rtt_ms is not None else 0.0
+        ta_ms = mouth_to_ear_ms(self.frame_ms, self.lookahead_ms, path_ms, self.buffer_delay_ms)
+        return estimate_mos(ta_ms, unplayed / (self.packets_received + self.packets_lost))
