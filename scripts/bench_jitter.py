@@ -360,19 +360,21 @@ def make_case(trace: Trace, seed: int) -> Case:
 
 
 def best_fixed(case: Case) -> tuple[float, Score]:
-    """The fixed delay with the best MOS_CQ: 20 ms steps up to where nothing is late, then the
-    neighbours of the best. Delays that play the same packets sound the same: judged once."""
+    """The fixed delay with the best MOS_CQ: 20 ms steps to two frames past where nothing is
+    late, then the neighbours of the best. Delays that play and rebuild the same packets sound the
+    same: judged once."""
     base = min(a.time - a.index * STEP for a in case.arrivals)
     latest = max(a.time - base - a.index * STEP for a in case.arrivals)
-    top = min(SWEEP_MAX_S, math.ceil(latest * 100) / 100)
-    judged: dict[tuple[int, ...], float] = {}
+    top = min(SWEEP_MAX_S, math.ceil(latest * 100) / 100 + 2 * STEP)  # past it: FEC needs the next packet
+    judged: dict[tuple[tuple[int, ...], int], float] = {}
     mos: dict[float, tuple[float, Played, float]] = {}
 
     def judge(delay: float) -> float:
         delay = round(delay, 3)
         if delay not in mos:
             played = run_fixed(case.packets, case.arrivals, delay)
-            key = tuple(a.index for a in case.arrivals if a.time > base + delay + a.index * STEP)
+            late = tuple(a.index for a in case.arrivals if a.time > base + delay + a.index * STEP)
+            key = (late, played.concealed)  # the same late packets, the same FEC rebuilds
             if key not in judged:
                 judged[key] = case.listening(played)
             mos[delay] = (conversational_mos(judged[key], case.ta_ms(played)), played, judged[key])

@@ -22,7 +22,7 @@ class JitterConfig:
     resync_after_s: float = 3.0  # a timestamp this far ahead of playout: the sender restarted
     delay_window_s: float = 1.0  # the least punctual packet of this long measures the buffer's level
     margin_ms: float = 2.5  # how early the least punctual packet should arrive before it is needed
-    loss_memory_s: float = 10.0  # after a loss FEC could rebuild, the target keeps a packet more this long
+    fec_memory_s: float = 10.0  # a packet with FEC came this recently: the stream carries FEC (the sender saw loss)
     max_stretch_rate: float = 0.15  # time-stretching of speech, as a fraction of the audio played
     shorten_min_ms: float = 20.0  # shorten only when this much can go
     speech_deficit_ms: float = 2.5  # lengthen speech only when this far short of target (as the margin)

@@ -32,13 +32,15 @@ from voip import SAMPLE_RATE
 from voip.emodel import DEVICE_ALLOWANCE_MS, OPUS_BPL, OPUS_IE, idd
 from voip.playout.config import JitterConfig
 
-PRIOR_PUNCTUAL = 100  # packets of prior on time: one early stall does not look like a path that always stalls
+PRIOR_PUNCTUAL = 40  # packets of prior on time: one early stall does not look like a path that always stalls
 PRIOR_LATE = 5  # packets of prior at `initial_delay_ms`: a call starts with a cushion...
 PRIOR_LATE_DECAY = 0.98  # ...that fades within seconds, per arrival, whatever the path shows
 # G.107 charges nothing for delay below 100 ms mouth to ear; this slight slope (R per ms of
 # delay) keeps a vanishing late share from holding the whole free range.
 DELAY_SLOPE_R_PER_MS = 0.01
 RECOMPUTE_PACKETS = 8  # the target is recomputed after this many arrivals (it moves slowly)
+SEEN_PACKETS = 64  # relative delays remembered by timestamp, for packets that come after their successor
+TYPICAL_QUANTILE = 0.95  # `typical`: the relative delay that most packets beat
 
 
 class DelayModel:
@@ -54,20 +56,37 @@ class DelayModel:
         self._weight = 1.0  # forgetting by ever larger weights, folded back before they overflow
         self._reference: deque[tuple[float, float]] = deque()  # (arrival, transit), transit rising
         self._recent: deque[tuple[float, float, int, float]] = deque()  # (arrival, transit, bucket, mass)
+        self._seen: dict[int, float] = {}  # timestamp -> relative delay, the latest SEEN_PACKETS, oldest first
         self._path_delay = 0.0
         self._since_recompute = 0
         self._learned = 0.0
+        self._typical = 0.0
         self._edges = (np.arange(self._buckets) + 1) * config.bucket_ms / 1000.0  # candidate targets
         self._delay_cost = self._delay_costs()
         self._recompute()  # the prior's target, before any packet
 
     # ---- observations --------------------------------------------------------------------
 
-    def observe(self, timestamp: int, now: float) -> float:
-        """Count one arrival (its unwrapped RTP timestamp); returns its relative delay in seconds."""
+    def observe(self, timestamp: int, now: float, samples: int = 0, fec: bool = False) -> float:
+        """Count one arrival (its unwrapped RTP timestamp and duration); returns its relative
+        delay in seconds.
+
+        In a stream with FEC (`fec`), a packet that comes after its successor is counted at
+        the successor's delay plus its own length, if that is less: by then the successor's
+        FEC can stand in for it. A Wi-Fi retry that holds one packet back costs no
+        concealment, so it should not cost delay either; a stall, whose packets come in
+        order, gains nothing.
+        """
         transit = now - timestamp / SAMPLE_RATE
         relative = self._relative(transit, now)
-        bucket = self._bucket(relative)
+        self._seen[timestamp] = relative
+        if len(self._seen) > SEEN_PACKETS:
+            del self._seen[next(iter(self._seen))]
+        counted = relative
+        successor = self._seen.get(timestamp + samples) if fec and samples else None
+        if successor is not None:
+            counted = min(relative, successor + samples / SAMPLE_RATE)
+        bucket = self._bucket(counted)
         self._weight /= self.config.forget_factor
         self._prior_late *= PRIOR_LATE_DECAY
         mass = self._weight * (1.0 - self.config.forget_factor)
@@ -95,6 +114,7 @@ class DelayModel:
     def reset_reference(self) -> None:
         self._reference.clear()
         self._recent.clear()
+        self._seen.clear()
 
     def _relative(self, transit: float, now: float) -> float:
         reference = self._reference
@@ -145,9 +165,11 @@ class DelayModel:
         histogram[self._prior_bucket] += self._prior_late * self._weight
         total = float(histogram.sum())
         if total <= 0:
-            self._learned = 0.0
+            self._learned = self._typical = 0.0
             return
-        late_percent = 100.0 * np.maximum(0.0, total - np.cumsum(histogram)) / total
+        cumulative = np.cumsum(histogram)
+        self._typical = float(self._edges[int(np.searchsorted(cumulative, TYPICAL_QUANTILE * total))])
+        late_percent = 100.0 * np.maximum(0.0, total - cumulative) / total
         loss_cost = OPUS_IE + (95.0 - OPUS_IE) * late_percent / (late_percent + OPUS_BPL)
         self._learned = float(self._edges[int(np.argmin(self._delay_cost + loss_cost))])
 
@@ -155,3 +177,10 @@ class DelayModel:
     def target(self) -> float:
         """Seconds of relative delay the playout should cover: the E-model's best."""
         return self._learned
+
+    @property
+    def typical(self) -> float:
+        """Seconds of relative delay that most packets (`TYPICAL_QUANTILE`) beat: a packet that
+        comes one frame after a lost one is here in time for its FEC if the buffer holds this
+        plus a frame."""
+        return self._typical

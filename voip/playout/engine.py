@@ -134,7 +134,7 @@ class JitterBuffer:
         self._stretch_budget = float(2 * MAX_LAG)  # samples of speech stretching allowed now
         self._first_arrival: float | None = None
         self._bye = False  # the sender said BYE
-        self._last_loss: float | None = None  # the last loss that the next packet's FEC could rebuild
+        self._last_fec: float | None = None  # when the last packet with in-band FEC came
         self._pull_samples = 960
         self.playout_delay = 0.0  # seconds from the fastest path's arrival to play-out, of the last packet
         # statistics
@@ -179,7 +179,9 @@ class JitterBuffer:
         if result is PushResult.DUPLICATE:
             self.packets_duplicate += 1
             return result
-        relative_delay = self._delay.observe(ts, now)
+        if self._decoder.has_fec(payload):
+            self._last_fec = now
+        relative_delay = self._delay.observe(ts, now, samples, self._fec_armed(now))
         if result is PushResult.LATE:
             # Too late to play, but its delay is what the model most needs to know: it was counted.
             self.packets_late += 1
@@ -246,15 +248,19 @@ class JitterBuffer:
     def target_delay(self, now: float) -> float:
         """Seconds from a fastest-path arrival to the pull that needs the packet, to steer toward.
 
-        The margin over the delay model's target. For a while after a loss that FEC could
-        rebuild, one packet more: the packet whose FEC rebuilds the next lost one is then
-        here in time.
+        The margin over the delay model's target. While the stream carries FEC, at least a
+        packet more than most packets' delay: the packet whose FEC rebuilds a lost one is
+        then here in time.
         """
-        margin = self.config.margin_ms / 1000.0
-        if self._last_loss is not None and now - self._last_loss < self.config.loss_memory_s:
-            margin += self._last_samples / SAMPLE_RATE
-        target_ms = (margin + self._delay.target) * 1000.0
+        delay = self._delay.target
+        if self._fec_armed(now):
+            delay = max(delay, self._delay.typical + self._last_samples / SAMPLE_RATE)
+        target_ms = (self.config.margin_ms / 1000.0 + delay) * 1000.0
         return min(self.config.max_delay_ms, max(self.config.min_delay_ms, target_ms)) / 1000.0
+
+    def _fec_armed(self, now: float) -> bool:
+        """The stream carries FEC: a sender adds it when its receiver reports loss (ours does)."""
+        return self._last_fec is not None and now - self._last_fec < self.config.fec_memory_s
 
     def target_playout_delay(self, now: float) -> float:
         """The target as a playout delay (fastest-path arrival to first sample played): needs
@@ -411,8 +417,6 @@ class JitterBuffer:
         following = self._store.get(next_ts)
         assert following is not None
         fec_covers = following.samples if self._decoder.has_fec(following.payload) else 0
-        if fec_covers:  # the stream carries FEC: keep the next packet here in time to rebuild a loss
-            self._last_loss = now
         draining = self.state is PlayoutState.DRAINING
         if not waited and gap > fec_covers and not draining and self._excess(self.target_delay(now)) < 0:
             # Below target, and no FEC to rebuild it: the missing packet is more likely late than
