@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +24,7 @@ from voip.control import (
     State,
     is_control,
 )
+from voip.crypto import KeyPair
 from voip.errors import ParseError
 from voip.rtp import is_rtp_or_rtcp
 
@@ -195,3 +198,154 @@ def test_unacknowledged_hang_up_still_ends_and_a_listener_acks_unknown_hang_ups(
     ((ack, addr),) = fresh.datagrams_to_send()
     assert ControlMessage.parse(ack).type is MessageType.HANGUP_ACK and addr == CALLER
     assert fresh.state is State.IDLE
+
+
+# ---- encrypted calls ------------------------------------------------------------------------
+
+SECURE_OFFER = replace(OFFER, encrypted=True, gcm=True)
+SECURE_ANSWER = replace(ANSWER, encrypted=True, gcm=True)
+
+
+def key_pair(seed: int) -> KeyPair:
+    return KeyPair(X25519PrivateKey.from_private_bytes(bytes([seed]) * 32))
+
+
+def secure_pair(caller_key: int = 1, listener_key: int = 2) -> tuple[CallControl, CallControl]:
+    caller = CallControl(SECURE_OFFER, random.Random(1), key_pair=key_pair(caller_key))
+    listener = CallControl(SECURE_ANSWER, random.Random(2), key_pair=key_pair(listener_key))
+    return caller, listener
+
+
+def secure_connected_pair(now: float = 0.0) -> tuple[CallControl, CallControl]:
+    caller, listener = secure_pair()
+    caller.call(LISTENER, now)
+    deliver(caller, listener, CALLER, now)  # INVITE with the caller's commitment
+    deliver(listener, caller, LISTENER, now)  # RINGING
+    listener.accept(now)
+    assert listener.state is State.KEYING and not listener.connected
+    deliver(listener, caller, LISTENER, now)  # ACCEPT with the listener's key
+    assert caller.connected
+    deliver(caller, listener, CALLER, now)  # REVEAL
+    assert listener.connected
+    return caller, listener
+
+
+def test_an_encrypted_call_agrees_keys_and_both_sides_read_the_same_words():
+    caller, listener = secure_connected_pair()
+    assert caller.keys is not None and listener.keys is not None
+    assert caller.keys.send == listener.keys.receive and caller.keys.receive == listener.keys.send
+    assert caller.keys.sas == listener.keys.sas
+    assert [type(e) for e in events(listener)] == [IncomingCall, Connected]
+
+
+def test_a_lost_reveal_is_asked_for_again_by_the_listener():
+    caller, listener = secure_pair()
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0)
+    deliver(listener, caller, LISTENER, 0.0)
+    listener.accept(0.0)
+    deliver(listener, caller, LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0, drop=True)  # the REVEAL is lost
+    deadline = listener.next_deadline()
+    assert deadline is not None and deadline <= 0.5
+    listener.handle_deadline(deadline)  # ACCEPT again...
+    deliver(listener, caller, LISTENER, deadline)
+    deliver(caller, listener, CALLER, deadline)  # ...and the caller reveals again
+    assert listener.connected and caller.keys is not None
+    assert listener.keys is not None and listener.keys.sas == caller.keys.sas
+
+
+def test_without_the_callers_key_the_listener_gives_up():
+    caller, listener = secure_pair()
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0)
+    listener.accept(0.0)
+    now = 0.0
+    while not listener.ended:
+        deadline = listener.next_deadline()
+        assert deadline is not None
+        now = deadline
+        listener.handle_deadline(now)
+        listener.datagrams_to_send()  # nothing reaches the caller
+    assert events(listener)[-1] == CallEnded("key agreement failed: the caller's key never came", normal=False)
+
+
+def test_after_keys_forged_control_from_the_peers_address_changes_nothing():
+    caller, listener = secure_connected_pair()
+    forged_plain = ControlMessage(MessageType.HANGUP, caller.call_id, reason="forged").serialize()
+    forged_tagged = ControlMessage(MessageType.HANGUP, caller.call_id).serialize(b"x" * 32, 10**6)
+    for forged in (forged_plain, forged_tagged):
+        listener.receive_datagram(forged, CALLER, 1.0)
+    assert listener.connected and listener.messages_unauthenticated == 2
+    assert listener.datagrams_to_send() == []  # and no answer
+    caller.hang_up(2.0)  # the real one is authenticated
+    deliver(caller, listener, CALLER, 2.0)
+    assert events(listener)[-1] == CallEnded("remote hung up", normal=True)
+    deliver(listener, caller, LISTENER, 2.0)  # its HANGUP_ACK is authenticated too
+    assert events(caller)[-1] == CallEnded("hung up", normal=True)
+
+
+def test_a_man_in_the_middle_makes_the_words_differ():
+    """Mallory answers the caller and calls the listener herself, relaying between them."""
+    caller = CallControl(SECURE_OFFER, random.Random(1), key_pair=key_pair(1))
+    listener = CallControl(SECURE_ANSWER, random.Random(2), key_pair=key_pair(2))
+    mallory_answers = CallControl(SECURE_ANSWER, random.Random(3), key_pair=key_pair(3))
+    mallory_calls = CallControl(SECURE_OFFER, random.Random(4), key_pair=key_pair(4))
+    caller.call(LISTENER, 0.0)
+    deliver(caller, mallory_answers, CALLER, 0.0)
+    mallory_answers.accept(0.0)
+    mallory_calls.call(LISTENER, 0.0)
+    deliver(mallory_calls, listener, STRANGER, 0.0)
+    listener.accept(0.0)
+    deliver(listener, mallory_calls, LISTENER, 0.0)
+    deliver(mallory_calls, listener, STRANGER, 0.0)
+    deliver(mallory_answers, caller, LISTENER, 0.0)
+    deliver(caller, mallory_answers, CALLER, 0.0)
+    assert caller.connected and listener.connected
+    assert caller.keys is not None and listener.keys is not None
+    assert caller.keys.sas != listener.keys.sas  # read aloud, the words give her away
+
+
+def test_a_revealed_key_that_is_not_the_committed_one_is_refused_and_the_real_one_still_counts():
+    caller, listener = secure_pair()
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0)
+    listener.accept(0.0)
+    deliver(listener, caller, LISTENER, 0.0)
+    swapped = ControlMessage(MessageType.REVEAL, caller.call_id, key=key_pair(9).public).serialize()
+    listener.receive_datagram(swapped, CALLER, 0.1)  # a key swapped in on the path comes first
+    assert listener.state is State.KEYING and listener.messages_unauthenticated == 1
+    deliver(caller, listener, CALLER, 0.1)
+    assert listener.connected and listener.keys is not None and caller.keys is not None
+    assert listener.keys.sas == caller.keys.sas
+
+
+@pytest.mark.parametrize("caller_encrypts", [True, False])
+def test_encrypted_and_plain_sides_refuse_each_other_clearly(caller_encrypts):
+    caller = CallControl(SECURE_OFFER if caller_encrypts else OFFER, random.Random(1))
+    listener = CallControl(ANSWER if caller_encrypts else SECURE_ANSWER, random.Random(2))
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0)
+    assert listener.state is State.IDLE and events(listener) == []
+    deliver(listener, caller, LISTENER, 0.0)
+    (ended,) = [e for e in events(caller) if isinstance(e, CallEnded)]
+    assert ("--insecure" in ended.reason) and not ended.normal
+
+
+def test_no_reply_is_larger_than_what_caused_it():
+    caller, listener = secure_pair()
+    caller.call(LISTENER, 0.0)
+    ((invite, _),) = caller.datagrams_to_send()
+    listener.receive_datagram(invite, CALLER, 0.0)
+    ((ringing, _),) = listener.datagrams_to_send()
+    listener.accept(0.0)
+    ((accept, _),) = listener.datagrams_to_send()
+    listener.receive_datagram(invite, CALLER, 0.1)  # a repeated INVITE is answered by ACCEPT again
+    ((again, _),) = listener.datagrams_to_send()
+    caller.receive_datagram(accept, LISTENER, 0.1)
+    ((reveal, _),) = caller.datagrams_to_send()
+    assert len(ringing) <= len(invite) and len(again) <= len(invite) and len(reveal) <= len(accept)
+    plain = CallControl(ANSWER, random.Random(3))
+    plain.receive_datagram(invite, STRANGER, 0.0)
+    ((refused, _),) = plain.datagrams_to_send()
+    assert len(refused) <= len(invite)

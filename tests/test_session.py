@@ -10,10 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voip.codec import OpusSettings
+from voip.control import CallControl, Offer
 from voip.netsim import NetworkSpec
 from voip.playout import JitterConfig
 from voip.quality import align, pesq_wb
-from voip.rtp import RtpPacket
+from voip.rtp import RtpPacket, is_rtcp, is_rtp_or_rtcp
 from voip.session import ByeReceived, Session, SessionConfig, StreamStarted
 from voip.simulate import simulate
 
@@ -154,3 +155,67 @@ def test_a_drifting_sender_is_absorbed_by_stretching(speech):
         stretched = result.receiver.accelerated_ms - result.receiver.expanded_ms
         assert 40 <= (stretched if ppm > 0 else -stretched) <= 120, (ppm, result.receiver)
         assert result.receiver.concealed_ms == 0 and result.receiver.packets_late == 0
+
+
+def encrypted_call(speech, frames: int, tamper=None):
+    """Two sessions in an encrypted call, exchanging datagrams directly; `tamper(data)` may
+    replace (or add to) what the caller sends once connected. Returns both and the audio heard."""
+    caller_addr, listener_addr = ("127.0.0.1", 40000), ("127.0.0.1", 5004)
+    sessions = []
+    for seed in (1, 2):
+        # L16 in 10 ms packets: exact audio to compare, and SRTP packets within libsrtp's 1500 bytes
+        session = Session(SessionConfig(codec="l16", opus=OpusSettings(frame_ms=10)), random.Random(seed), 0.0)
+        offer = Offer(session.ssrc, session.config.payload_type, 10, 24000, encrypted=True, gcm=True)
+        session.control = CallControl(offer, random.Random(seed))
+        sessions.append(session)
+    caller, listener = sessions
+    caller.control.call(listener_addr, 0.0)
+    heard = []
+    for i in range(frames):
+        now = i * 0.01
+        if listener.control.state.name == "RINGING":
+            listener.control.accept(now)
+        caller.send_audio(speech[i * 480 : (i + 1) * 480], now)
+        for data, _ in caller.datagrams_to_send(now):
+            for out in tamper(data) if tamper and caller.control.connected else [data]:
+                listener.receive_datagram(out, caller_addr, now)
+        for data, _ in listener.datagrams_to_send(now):
+            caller.receive_datagram(data, listener_addr, now)
+        pcm = listener.pull_audio(480, now)
+        if listener.jitter.started:
+            heard.append(pcm)
+    return caller, listener, np.concatenate(heard)
+
+
+def test_an_encrypted_call_carries_audio_as_srtp(speech):
+    wire = []
+
+    def watch(data):
+        wire.append(data)
+        return [data]
+
+    caller, listener, heard = encrypted_call(speech, 200, watch)
+    assert caller.encryption == "AEAD_AES_128_GCM" and listener.encryption == caller.encryption
+    media = [d for d in wire if is_rtp_or_rtcp(d) and not is_rtcp(d)]
+    assert len(media) > 160
+    frames = {(speech[i * 480 : (i + 1) * 480] * 32767).astype(">i2").tobytes()[:32] for i in range(200)}
+    assert not any(d[12:44] in frames for d in media)  # no plaintext audio on the wire
+    ref, deg, _ = align(speech[: len(heard)], heard)
+    tail = len(ref) // 4  # past the start, where the buffer settles
+    assert np.max(np.abs(ref[tail:-1000] - deg[tail:-1000])) < 1e-3  # and all of it heard (L16: exact)
+    assert listener.stats(2.0).packets_unauthenticated == 0
+
+
+def test_tampered_and_replayed_media_is_counted_and_dropped(speech):
+    def attack(data):
+        flipped = bytearray(data)
+        flipped[-1] ^= 1
+        return [bytes(flipped), data, data]  # a forgery, the packet, and its replay
+
+    _, listener, heard = encrypted_call(speech, 200, attack)
+    stats = listener.stats(2.0)
+    assert stats.packets_unauthenticated >= 2 * 160  # every forgery and every replay
+    assert stats.packets_duplicate == 0 and stats.packets_invalid == 0  # they touched nothing
+    ref, deg, _ = align(speech[: len(heard)], heard)
+    tail = len(ref) // 4
+    assert np.max(np.abs(ref[tail:-1000] - deg[tail:-1000])) < 1e-3

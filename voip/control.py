@@ -5,17 +5,32 @@ RTP/RTCP use 128..191, STUN 0..3, ZRTP 16..19, DTLS 20..63, TURN 64..79; ours st
 with 'v' (118), then 'C', a version and a type:
 
     0        1        2        3
-    'v'      'C'      version  type
+    'v'      'C'      version  type (high bit: authenticated)
     call id (64 bits)
-    INVITE, ACCEPT: SSRC (32), payload type (8), frame ms (8), bitrate (32), flags (8: FEC 1, DTX 2)
+    INVITE, ACCEPT: SSRC (32), payload type (8), frame ms (8), bitrate (32),
+                    flags (8: FEC 1, DTX 2, ENCRYPTED 4, GCM 8),
+                    and when ENCRYPTED: INVITE the caller's key commitment (256 bits),
+                    ACCEPT the listener's X25519 public key (256 bits)
+    REVEAL:         the caller's X25519 public key (256 bits)
+    REFUSED:        why (8: 1 the listener encrypts and the caller does not, 2 the reverse)
     HANGUP:         reason length (8), reason (UTF-8)
     RINGING, BUSY, HANGUP_ACK: nothing more
+    authenticated:  then a sequence number (64) and an HMAC-SHA256 tag (128) under the
+                    sender's control key (voip.crypto)
 
 The caller repeats INVITE on a timer (250 ms, doubling, at most 2 s apart) until the
 callee answers ACCEPT or BUSY; RINGING says a person is being asked and keeps the
-caller waiting longer. The callee repeats nothing: a lost RINGING or ACCEPT is
+caller waiting longer. The callee repeats nothing before it answers: a lost RINGING is
 answered again when the next INVITE arrives. Hang-up is HANGUP, repeated until
 HANGUP_ACK (or for 2 s); the media session adds an RTCP BYE.
+
+Encrypted calls (the default in the CLI) agree keys inside this exchange, as ZRTP does
+(voip.crypto): INVITE commits to the caller's key, ACCEPT carries the listener's, and the
+caller reveals its own only then (REVEAL). The caller is connected once it has ACCEPT; the
+listener repeats ACCEPT until REVEAL comes, and is connected then. From then on, media
+is SRTP, and HANGUP and HANGUP_ACK are accepted only with a valid tag and a sequence
+number above the last: a forged or replayed one is counted (`messages_unauthenticated`)
+and changes nothing. No reply is larger than the message that caused it.
 
 Liveness: every packet from the peer (media, RTCP, control) counts. After
 SILENT_AFTER_S without one, `PeerSilent`; after the timeout, the call ends.
@@ -31,11 +46,22 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
+from voip.crypto import (
+    COMMITMENT_BYTES,
+    PUBLIC_KEY_BYTES,
+    TAG_BYTES,
+    CallKeys,
+    KeyAgreementError,
+    KeyPair,
+    check_commitment,
+    control_tag,
+    tag_matches,
+)
 from voip.errors import ParseError
 
 Address = tuple[str, int] | tuple[str, int, int, int]
 MAGIC = b"vC"
-VERSION = 1
+VERSION = 2
 RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 2.0
 NO_RESPONSE_S = 10.0  # nothing at all from the callee: "no answer"
@@ -44,6 +70,10 @@ HANGUP_TIMEOUT_S = 2.0
 SILENT_AFTER_S = 5.0
 _HEADER = struct.Struct("!2sBBQ")
 _OFFER = struct.Struct("!IBBIB")
+_SEQUENCE = struct.Struct("!Q")
+AUTHENTICATED = 0x80  # in the type byte: a sequence number and a tag follow
+TRAILER_BYTES = _SEQUENCE.size + TAG_BYTES
+FEC, DTX, ENCRYPTED, GCM = 1, 2, 4, 8
 
 
 class MessageType(IntEnum):
@@ -53,6 +83,13 @@ class MessageType(IntEnum):
     BUSY = 4
     HANGUP = 5
     HANGUP_ACK = 6
+    REVEAL = 7
+    REFUSED = 8
+
+
+class Refusal(IntEnum):
+    ENCRYPTION_REQUIRED = 1  # the listener encrypts, the caller runs --insecure
+    ENCRYPTION_UNSUPPORTED = 2  # the caller encrypts, the listener runs --insecure
 
 
 @dataclass(frozen=True)
@@ -65,6 +102,12 @@ class Offer:
     bitrate: int
     fec: bool = True
     dtx: bool = False
+    encrypted: bool = False  # keys are agreed in the call set-up, and media is SRTP
+    gcm: bool = False  # our libsrtp has AES-GCM: used when both sides have it
+
+    @property
+    def flags(self) -> int:
+        return FEC * self.fec | DTX * self.dtx | ENCRYPTED * self.encrypted | GCM * self.gcm
 
 
 @dataclass(frozen=True)
@@ -73,16 +116,30 @@ class ControlMessage:
     call_id: int
     offer: Offer | None = None  # INVITE and ACCEPT
     reason: str = ""  # HANGUP
+    key: bytes = b""  # INVITE: the caller's commitment; ACCEPT, REVEAL: a public key
+    refusal: Refusal | None = None  # REFUSED
+    sequence: int | None = None  # authenticated messages: their number and tag
+    tag: bytes = b""
 
-    def serialize(self) -> bytes:
-        out = _HEADER.pack(MAGIC, VERSION, self.type, self.call_id)
+    def serialize(self, control_key: bytes | None = None, sequence: int = 0) -> bytes:
+        """The message; with `control_key`, authenticated under it as number `sequence`."""
+        kind = self.type | (AUTHENTICATED if control_key is not None else 0)
+        out = _HEADER.pack(MAGIC, VERSION, kind, self.call_id)
         if self.type in (MessageType.INVITE, MessageType.ACCEPT):
             o = self.offer
             assert o is not None, "INVITE and ACCEPT carry an offer"
-            out += _OFFER.pack(o.ssrc, o.payload_type, o.frame_ms, o.bitrate, int(o.fec) | int(o.dtx) << 1)
+            out += _OFFER.pack(o.ssrc, o.payload_type, o.frame_ms, o.bitrate, o.flags) + self.key
+        elif self.type is MessageType.REVEAL:
+            out += self.key
+        elif self.type is MessageType.REFUSED:
+            assert self.refusal is not None
+            out += bytes((self.refusal,))
         elif self.type is MessageType.HANGUP:
             reason = self.reason.encode()[:255]
             out += bytes((len(reason),)) + reason
+        if control_key is not None:
+            out += _SEQUENCE.pack(sequence)
+            out += control_tag(control_key, out)
         return out
 
     @classmethod
@@ -95,24 +152,45 @@ class ControlMessage:
         if version != VERSION:
             raise ParseError(f"control version {version} (we speak {VERSION})")
         try:
-            kind = MessageType(type_code)
+            kind = MessageType(type_code & ~AUTHENTICATED)
         except ValueError:
             raise ParseError(f"unknown control message type {type_code}") from None
         body = data[_HEADER.size :]
+        sequence, tag = None, b""
+        if type_code & AUTHENTICATED:
+            if len(body) < TRAILER_BYTES:
+                raise ParseError("authenticated control message without its tag")
+            (sequence,) = _SEQUENCE.unpack_from(body, len(body) - TRAILER_BYTES)
+            body, tag = body[:-TRAILER_BYTES], body[-TAG_BYTES:]
         if kind in (MessageType.INVITE, MessageType.ACCEPT):
-            if len(body) != _OFFER.size:
-                raise ParseError(f"{kind.name} body of {len(body)} bytes, expected {_OFFER.size}")
-            ssrc, payload_type, frame_ms, bitrate, flags = _OFFER.unpack(body)
-            if payload_type > 127 or frame_ms not in (10, 20, 40, 60) or flags > 3:
+            if len(body) < _OFFER.size:
+                raise ParseError(f"{kind.name} body of {len(body)} bytes, expected {_OFFER.size} or more")
+            ssrc, payload_type, frame_ms, bitrate, flags = _OFFER.unpack_from(body)
+            if payload_type > 127 or frame_ms not in (10, 20, 40, 60) or flags > 15:
                 raise ParseError(f"bad {kind.name} offer")
-            return cls(kind, call_id, Offer(ssrc, payload_type, frame_ms, bitrate, bool(flags & 1), bool(flags & 2)))
+            offer = Offer(
+                ssrc, payload_type, frame_ms, bitrate, *(bool(flags & bit) for bit in (FEC, DTX, ENCRYPTED, GCM))
+            )
+            key = body[_OFFER.size :]
+            size = (COMMITMENT_BYTES if kind is MessageType.INVITE else PUBLIC_KEY_BYTES) if offer.encrypted else 0
+            if len(key) != size:
+                raise ParseError(f"{kind.name} key of {len(key)} bytes, expected {size}")
+            return cls(kind, call_id, offer, key=key, sequence=sequence, tag=tag)
+        if kind is MessageType.REVEAL:
+            if len(body) != PUBLIC_KEY_BYTES:
+                raise ParseError(f"REVEAL key of {len(body)} bytes, expected {PUBLIC_KEY_BYTES}")
+            return cls(kind, call_id, key=body, sequence=sequence, tag=tag)
+        if kind is MessageType.REFUSED:
+            if len(body) != 1 or body[0] not in tuple(Refusal):
+                raise ParseError("REFUSED without a known reason")
+            return cls(kind, call_id, refusal=Refusal(body[0]), sequence=sequence, tag=tag)
         if kind is MessageType.HANGUP:
             if not body or len(body) != 1 + body[0]:
                 raise ParseError("HANGUP reason length does not match")
-            return cls(kind, call_id, reason=body[1:].decode("utf-8", "replace"))
+            return cls(kind, call_id, reason=body[1:].decode("utf-8", "replace"), sequence=sequence, tag=tag)
         if body:
             raise ParseError(f"{kind.name} carries {len(body)} unexpected bytes")
-        return cls(kind, call_id)
+        return cls(kind, call_id, sequence=sequence, tag=tag)
 
 
 def is_control(data: bytes) -> bool:
@@ -157,6 +235,11 @@ class CallEnded:
     normal: bool  # hung up by either side: exit 0; no answer, busy, declined, timeout: not
 
 
+REFUSALS = {
+    Refusal.ENCRYPTION_REQUIRED: "refused: the listener takes encrypted calls only (call without --insecure)",
+    Refusal.ENCRYPTION_UNSUPPORTED: "refused: the listener runs --insecure (add --insecure to talk in the clear)",
+}
+
 ControlEvent = IncomingCall | Ringing | Connected | PeerSilent | PeerBack | CallEnded
 
 
@@ -164,6 +247,7 @@ class State(Enum):
     IDLE = "idle"  # a listener waiting for a call
     CALLING = "calling"
     RINGING = "ringing"  # caller: the callee asks its user; callee: asking ours
+    KEYING = "agreeing keys"  # listener: answered, waiting for the caller's key (REVEAL)
     CONNECTED = "connected"
     HANGING_UP = "hanging up"
     ENDED = "ended"
@@ -172,7 +256,10 @@ class State(Enum):
 class CallControl:
     """One endpoint's side of one call, as caller (`call`) or as listener (start IDLE)."""
 
-    def __init__(self, offer: Offer, rng: random.Random, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, offer: Offer, rng: random.Random, timeout_s: float = 30.0, key_pair: KeyPair | None = None
+    ) -> None:
+        """`key_pair` is this call's X25519 pair when the offer is encrypted (a fresh one if not given)."""
         self.offer = offer
         self.timeout_s = timeout_s
         self.state = State.IDLE
@@ -181,6 +268,13 @@ class CallControl:
         self.call_id = 0
         self.messages_foreign = 0
         self.messages_invalid = 0
+        self.messages_unauthenticated = 0  # from the peer's address, once keys are agreed: forged or replayed
+        self.keys: CallKeys | None = None  # once agreed: SRTP and control keys, and the words to compare
+        self._key_pair = (key_pair or KeyPair()) if offer.encrypted else None
+        self._commitment = b""  # the caller's, from INVITE
+        self._peer_key = b""  # the listener's public key, from ACCEPT (caller)
+        self._send_sequence = 0
+        self._receive_sequence = -1  # of the last authenticated message accepted
         self._rng = rng
         self._caller = False
         self._outbox: list[tuple[bytes, Address]] = []
@@ -201,14 +295,21 @@ class CallControl:
         self.call_id = self._rng.getrandbits(64)
         self.state = State.CALLING
         self._give_up_at = now + NO_RESPONSE_S
-        self._send(MessageType.INVITE, offer=self.offer)
+        if self._key_pair is not None:
+            self._commitment = self._key_pair.commitment
+        self._send_invite()
         self._retry(now, RETRY_FIRST_S)
 
     def accept(self, now: float) -> None:
-        """Pick up the incoming call."""
+        """Pick up the incoming call (an encrypted one connects when the caller's key comes)."""
         if self.state is State.RINGING and not self._caller:
-            self._connect(now)
-            self._send(MessageType.ACCEPT, offer=self.offer)
+            if self._key_pair is None:
+                self._connect(now)
+            else:
+                self.state = State.KEYING
+                self._give_up_at = now + NO_RESPONSE_S
+                self._retry(now, RETRY_FIRST_S)
+            self._send_accept()
 
     def decline(self, now: float) -> None:
         if self.state is State.RINGING and not self._caller:
@@ -216,7 +317,7 @@ class CallControl:
             self._end("declined", normal=True)
 
     def hang_up(self, now: float, reason: str = "") -> None:
-        if self.state in (State.CALLING, State.RINGING, State.CONNECTED):
+        if self.state in (State.CALLING, State.RINGING, State.KEYING, State.CONNECTED):
             self.state = State.HANGING_UP
             self._hangup_reason = reason
             self._give_up_at = now + HANGUP_TIMEOUT_S
@@ -236,9 +337,24 @@ class CallControl:
             self._on_idle_message(msg, addr, now)
         elif self.peer is None or _host_port(addr) != _host_port(self.peer) or msg.call_id != self.call_id:
             self._on_stranger(msg, addr)
+        elif self.keys is not None and not self._authentic(msg, data):
+            if msg.type in (MessageType.HANGUP, MessageType.HANGUP_ACK) or msg.sequence is not None:
+                self.messages_unauthenticated += 1
+            else:  # a set-up message repeated: answered as before keys, but it is no sign of life
+                self._on_peer_message(msg, now)
         else:
             self.heard_from_peer(now)
             self._on_peer_message(msg, now)
+
+    def _authentic(self, msg: ControlMessage, data: bytes) -> bool:
+        """Under the peer's control key, and newer than the last one (no replay)."""
+        assert self.keys is not None
+        if msg.sequence is None or msg.sequence <= self._receive_sequence:
+            return False
+        if not tag_matches(self.keys.receive.control, data[:-TAG_BYTES], msg.tag):
+            return False
+        self._receive_sequence = msg.sequence
+        return True
 
     def heard_from_peer(self, now: float) -> None:
         """Any packet from the peer, media included: the peer is alive."""
@@ -249,7 +365,12 @@ class CallControl:
 
     def _on_idle_message(self, msg: ControlMessage, addr: Address, now: float) -> None:
         if msg.type is MessageType.INVITE and msg.offer is not None:
+            if msg.offer.encrypted != self.offer.encrypted:
+                why = Refusal.ENCRYPTION_REQUIRED if self.offer.encrypted else Refusal.ENCRYPTION_UNSUPPORTED
+                self._outbox.append((ControlMessage(MessageType.REFUSED, msg.call_id, refusal=why).serialize(), addr))
+                return
             self.peer, self.call_id, self.remote_offer = addr, msg.call_id, msg.offer
+            self._commitment = msg.key
             self.state = State.RINGING
             self._last_heard = now
             self._events.append(IncomingCall(addr, msg.offer))
@@ -280,17 +401,44 @@ class CallControl:
         elif kind is MessageType.INVITE:  # our answer was lost, or the caller is still waiting
             if self.state is State.RINGING:
                 self._send(MessageType.RINGING)
-            elif self.state is State.CONNECTED:
-                self._send(MessageType.ACCEPT, offer=self.offer)
+            elif self.state in (State.KEYING, State.CONNECTED):
+                self._send_accept()
+        elif kind is MessageType.REVEAL and self.state is State.KEYING:
+            self._on_reveal(msg, now)
+
+    def _on_reveal(self, msg: ControlMessage, now: float) -> None:
+        assert self._key_pair is not None
+        try:
+            check_commitment(msg.key, self._commitment)
+            self.keys = self._key_pair.agree(msg.key, False, self.call_id, self._commitment)
+        except KeyAgreementError:  # forged on the path, perhaps: the caller's own may still come
+            self.messages_unauthenticated += 1
+            return
+        self._connect(now)
 
     def _on_answer(self, msg: ControlMessage, now: float) -> None:
+        if msg.type is MessageType.ACCEPT and self.state is State.CONNECTED and self.keys is not None:
+            if msg.key == self._peer_key:  # the listener has not had our key yet
+                self._send_reveal()
+            return
         if self.state not in (State.CALLING, State.RINGING):
+            return
+        if msg.type is MessageType.REFUSED and msg.refusal is not None:
+            self._end(REFUSALS[msg.refusal], normal=False)
             return
         if msg.type is MessageType.RINGING and self.state is State.CALLING:
             self.state = State.RINGING
             self._give_up_at = now + RING_TIMEOUT_S
             self._events.append(Ringing())
         elif msg.type is MessageType.ACCEPT and msg.offer is not None:
+            if self._key_pair is not None:
+                try:
+                    self.keys = self._key_pair.agree(msg.key, True, self.call_id, self._commitment)
+                except KeyAgreementError:  # not a usable key: forged, perhaps; the listener repeats ACCEPT
+                    self.messages_unauthenticated += 1
+                    return
+                self._peer_key = msg.key
+                self._send_reveal()
             self.remote_offer = msg.offer
             self._connect(now)
         elif msg.type is MessageType.BUSY:
@@ -315,12 +463,16 @@ class CallControl:
         if self._give_up_at is not None and now >= self._give_up_at:
             if self.state is State.HANGING_UP:
                 self._end("hung up", normal=True)  # no acknowledgement: the peer may be gone
+            elif self.state is State.KEYING:
+                self._end("key agreement failed: the caller's key never came", normal=False)
             else:
                 self._end("no answer", normal=False)
             return
         if self._retry_at is not None and now >= self._retry_at:
             if self.state in (State.CALLING, State.RINGING):
-                self._send(MessageType.INVITE, offer=self.offer)
+                self._send_invite()
+            elif self.state is State.KEYING:
+                self._send_accept()
             elif self.state is State.HANGING_UP:
                 self._send(MessageType.HANGUP, reason=self._hangup_reason)
             self._retry(now, min(self._retry_interval * 2, RETRY_MAX_S))
@@ -338,9 +490,26 @@ class CallControl:
 
     # ---- output --------------------------------------------------------------------------
 
-    def _send(self, kind: MessageType, offer: Offer | None = None, reason: str = "") -> None:
+    def _send(self, kind: MessageType, offer: Offer | None = None, reason: str = "", key: bytes = b"") -> None:
+        """Once keys are agreed, every message but a set-up repeat is authenticated."""
         assert self.peer is not None
-        self._outbox.append((ControlMessage(kind, self.call_id, offer, reason).serialize(), self.peer))
+        message = ControlMessage(kind, self.call_id, offer, reason, key)
+        if self.keys is not None and kind in (MessageType.HANGUP, MessageType.HANGUP_ACK):
+            self._send_sequence += 1
+            data = message.serialize(self.keys.send.control, self._send_sequence)
+        else:
+            data = message.serialize()
+        self._outbox.append((data, self.peer))
+
+    def _send_invite(self) -> None:
+        self._send(MessageType.INVITE, offer=self.offer, key=self._commitment)
+
+    def _send_accept(self) -> None:
+        self._send(MessageType.ACCEPT, offer=self.offer, key=self._key_pair.public if self._key_pair else b"")
+
+    def _send_reveal(self) -> None:
+        assert self._key_pair is not None
+        self._send(MessageType.REVEAL, key=self._key_pair.public)
 
     def _end(self, reason: str, normal: bool) -> None:
         self.state = State.ENDED

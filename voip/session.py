@@ -44,6 +44,7 @@ from voip.rtcp import (
     serialize_compound,
 )
 from voip.rtp import OPUS_PAYLOAD_TYPE, Packetizer, RtpPacket, is_rtcp, is_rtp_or_rtcp
+from voip.srtp import SrtpContext, SrtpError
 from voip.stats import ReceiverStats, StreamStats, round_trip_time
 
 Address = tuple[str, int] | tuple[str, int, int, int]
@@ -127,6 +128,8 @@ class Session:
         self._last_rtp_timestamp = 0
         # receiver state
         self.packets_invalid = 0
+        self._media_unauthenticated = 0  # SRTP or SRTCP that failed authentication or the replay check
+        self._srtp: SrtpContext | None = None  # once an encrypted call connects
         self._media_foreign = 0
         self._fec_packets = 0  # received packets that carry in-band FEC for the one before
         self.remote_jitter_ms: float | None = None
@@ -193,7 +196,7 @@ class Session:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self.control.datagrams_to_send() if self.control is not None else []
         if self.remote is not None:  # before a call connects, what was encoded goes nowhere
-            out += [(data, self.remote) for data in self._outbox]
+            out += [(self._protect(data), self.remote) for data in self._outbox]
         self._outbox.clear()
         return out
 
@@ -211,6 +214,12 @@ class Session:
         if not is_rtp_or_rtcp(data):
             self.packets_invalid += 1
             return
+        if self._srtp is not None:
+            try:
+                data = self._srtp.unprotect_rtcp(data) if is_rtcp(data) else self._srtp.unprotect(data)
+            except SrtpError:
+                self._media_unauthenticated += 1  # dropped before it touches any state
+                return
         try:
             if is_rtcp(data):
                 self._receive_rtcp(parse_compound(data), now)
@@ -234,7 +243,24 @@ class Session:
             self.remote = control.peer
             self._expected_ssrc = control.remote_offer.ssrc
             self._receive_payload_type = control.remote_offer.payload_type
+            if control.keys is not None:
+                self._srtp = SrtpContext(control.keys, gcm=control.offer.gcm and control.remote_offer.gcm)
         return True
+
+    def _protect(self, data: bytes) -> bytes:
+        if self._srtp is None:
+            return data
+        return self._srtp.protect_rtcp(data) if is_rtcp(data) else self._srtp.protect(data)
+
+    @property
+    def packets_unauthenticated(self) -> int:
+        """Media and control from the peer's address that failed authentication or replay checks."""
+        return self._media_unauthenticated + (self.control.messages_unauthenticated if self.control else 0)
+
+    @property
+    def encryption(self) -> str | None:
+        """The SRTP profile of an encrypted call once connected; None in the clear."""
+        return self._srtp.profile if self._srtp is not None else None
 
     @property
     def packets_foreign(self) -> int:
@@ -373,6 +399,7 @@ class Session:
             packets_reordered=r.reordered,
             packets_invalid=self.packets_invalid + (self.control.messages_invalid if self.control is not None else 0),
             packets_foreign=self.packets_foreign,
+            packets_unauthenticated=self.packets_unauthenticated,
             fec_recovered=j.fec_recovered,
             fec_packets_received=self._fec_packets,
             concealed_ms=j.concealed_ms,

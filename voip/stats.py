@@ -147,6 +147,7 @@ class StreamStats:
     packets_reordered: int = 0
     packets_invalid: int = 0
     packets_foreign: int = 0  # from anyone but the peer: dropped
+    packets_unauthenticated: int = 0  # from the peer's address, failing authentication or replay: dropped
     fec_recovered: int = 0
     fec_packets_received: int = 0  # W3C fecPacketsReceived: packets that carried in-band FEC
     concealed_ms: float = 0.0

@@ -153,6 +153,13 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="end the call when nothing came from the peer for this long (default 30 s; 'peer silent' shows after 5 s)",
     )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="talk in the clear: plain RTP that anyone on the path can hear and forge. By default a call is "
+        "encrypted (SRTP, keys agreed per call) and both sides show two words: read them to each other, "
+        "and if they differ someone is in the middle (docs/security.md)",
+    )
     add_codec_options(parser)
     add_network_options(parser)
     add_run_options(parser)

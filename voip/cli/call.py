@@ -42,6 +42,7 @@ from voip.io.loop import MediaLoop
 from voip.io.media import AudioIO, open_audio
 from voip.io.udp import open_listening_socket, open_socket, parse_host_port, resolve
 from voip.session import Session
+from voip.srtp import gcm_available
 
 
 def run_call(args: argparse.Namespace) -> int:
@@ -89,7 +90,10 @@ def _call_session(args: argparse.Namespace) -> Session:
     config = session_config(args)
     session = Session(config, rng, time.monotonic())
     opus = config.opus
-    offer = Offer(session.ssrc, config.payload_type, opus.frame_ms, opus.bitrate, opus.fec, opus.dtx)
+    encrypted = not args.insecure
+    offer = Offer(
+        session.ssrc, config.payload_type, opus.frame_ms, opus.bitrate, opus.fec, opus.dtx, encrypted, gcm_available()
+    )
     session.control = CallControl(offer, rng, timeout_s=args.timeout)
     record_timeline(args, session)
     return session
@@ -128,7 +132,7 @@ def _converse(
                 endpoint.source = io.source
                 loop.tick_now()  # the first frame goes out now, not at the next tick
                 status.clear()
-                info(f"connected to {show(event.peer)}", args.quiet)
+                info(f"connected to {show(event.peer)}, {security(control)}", args.quiet)
             elif isinstance(event, PeerSilent):
                 status.clear()
                 info(f"peer silent for {event.seconds:.0f} s", args.quiet)
@@ -143,7 +147,10 @@ def _converse(
             setup_ms = (session.first_send - started) * 1000.0
         if connected_at is not None and ended is None:
             talk = f"{int(now - connected_at) // 60:02d}:{int(now - connected_at) % 60:02d}"
-            status.show(now, lambda: f"{talk}  {level_meter(io.mic)}" + status_fields(session.stats(now)))
+            status.show(
+                now,
+                lambda: f"{talk}  {security(control)}  {level_meter(io.mic)}" + status_fields(session.stats(now)),
+            )
 
     def should_stop(now: float) -> bool:
         nonlocal ended
@@ -236,3 +243,10 @@ def _first_interrupt_sets() -> Iterator[threading.Event]:
         yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def security(control: CallControl) -> str:
+    """What protects the call, for the status line: the words to compare, or a warning."""
+    if control.keys is None:
+        return "NOT ENCRYPTED (--insecure)"
+    return f'encrypted, unverified: "{control.keys.sas}"'

@@ -56,7 +56,8 @@ def status_fields(s: StreamStats) -> str:
     rtt = f"{s.rtt_ms:.1f} ms" if s.rtt_ms is not None else "-"
     mos = f"{s.mos:.1f}" if s.mos is not None else "-"
     line = (
-        f"MOS {mos}  delay {s.buffer_delay_ms:3.0f} ms (p95 {s.buffer_delay_p95_ms:3.0f}, target {s.buffer_target_ms:3.0f})  "
+        f"MOS {mos}  "
+        f"delay {s.buffer_delay_ms:3.0f} ms (p95 {s.buffer_delay_p95_ms:3.0f}, target {s.buffer_target_ms:3.0f})  "
         f"jitter {s.jitter_ms:4.1f} ms  loss {s.packets_lost} (FEC {s.fec_recovered})  "
         f"concealed {s.concealed_ms:.0f} ms ({s.concealment_events} times, {s.interruptions} interruptions)  "
         f"stretched +{s.expanded_ms:.0f}/-{s.accelerated_ms:.0f} ms  rtt {rtt}  {s.bitrate_kbps:.1f} kbit/s"

@@ -1,0 +1,109 @@
+"""Keys for one call: ephemeral X25519 with a hash commitment, HKDF, and a short authentication string.
+
+As ZRTP does it: the caller commits to its public key (a hash of it, in INVITE) before it
+sees the listener's (in ACCEPT), and reveals it only then (REVEAL). A man in the middle
+must therefore pick its own keys before it can know what either side's words will be, so
+it cannot search for keys that make the two sides read the same words: with two words of
+256 each, it fools a careful pair once in 65,536 calls.
+
+From the shared secret and the whole exchange (call id, commitment, both public keys),
+HKDF-SHA256 derives, per direction, an SRTP master key and salt and a control key; and
+the SAS. Pure: no I/O, and the only randomness is the key pair, given or generated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from voip.errors import ParseError
+from voip.sas_words import WORDS
+
+PUBLIC_KEY_BYTES = 32
+COMMITMENT_BYTES = 32
+SRTP_KEY_BYTES = 30  # master key (16) and salt (14); AES-GCM uses the first 12 bytes of the salt
+CONTROL_KEY_BYTES = 32
+TAG_BYTES = 16  # HMAC-SHA256, truncated: what authenticates a control message
+_KEYS_INFO = b"voip call keys v1"
+_COMMIT_LABEL = b"voip commitment v1"
+
+
+class KeyAgreementError(ParseError):
+    """The peer's key does not fit: it is not the one committed to, or not a usable X25519 key."""
+
+
+@dataclass(frozen=True)
+class DirectionKeys:
+    srtp: bytes  # master key and salt
+    control: bytes  # HMAC key for control messages
+
+
+@dataclass(frozen=True)
+class CallKeys:
+    """What one side sends with and receives with, and the words both sides read out."""
+
+    send: DirectionKeys
+    receive: DirectionKeys
+    sas: str
+
+
+class KeyPair:
+    """One side's ephemeral X25519 key pair for one call."""
+
+    def __init__(self, private: X25519PrivateKey | None = None) -> None:
+        self._private = private or X25519PrivateKey.generate()
+        self.public = self._private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    @property
+    def commitment(self) -> bytes:
+        return commitment_of(self.public)
+
+    def agree(self, peer_public: bytes, caller: bool, call_id: int, commitment: bytes) -> CallKeys:
+        """The keys of this call, from the peer's public key. `commitment` is the caller's:
+        the listener checks it against the caller's key before calling this."""
+        if len(peer_public) != PUBLIC_KEY_BYTES:
+            raise KeyAgreementError(f"public key of {len(peer_public)} bytes, expected {PUBLIC_KEY_BYTES}")
+        try:
+            shared = self._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        except ValueError as exc:  # a low-order point: the shared secret would be all zeros
+            raise KeyAgreementError(f"unusable public key ({exc})") from None
+        caller_public, listener_public = (self.public, peer_public) if caller else (peer_public, self.public)
+        transcript = struct.pack("!Q", call_id) + commitment + listener_public + caller_public
+        salt = hashlib.sha256(transcript).digest()
+        length = 2 * (SRTP_KEY_BYTES + CONTROL_KEY_BYTES) + 2
+        material = HKDF(hashes.SHA256(), length, salt, _KEYS_INFO).derive(shared)
+        half = SRTP_KEY_BYTES + CONTROL_KEY_BYTES
+        from_caller = DirectionKeys(material[:SRTP_KEY_BYTES], material[SRTP_KEY_BYTES:half])
+        from_listener = DirectionKeys(
+            material[half : half + SRTP_KEY_BYTES], material[half + SRTP_KEY_BYTES : 2 * half]
+        )
+        sas = f"{WORDS[material[-2]]} {WORDS[material[-1]]}"
+        if caller:
+            return CallKeys(send=from_caller, receive=from_listener, sas=sas)
+        return CallKeys(send=from_listener, receive=from_caller, sas=sas)
+
+
+def commitment_of(public: bytes) -> bytes:
+    return hashlib.sha256(_COMMIT_LABEL + public).digest()
+
+
+def check_commitment(public: bytes, commitment: bytes) -> None:
+    """The caller's revealed key must be the one it committed to in INVITE."""
+    if not hmac.compare_digest(commitment_of(public), commitment):
+        raise KeyAgreementError("the caller's key is not the one it committed to")
+
+
+def control_tag(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def tag_matches(key: bytes, message: bytes, tag: bytes) -> bool:
+    return hmac.compare_digest(control_tag(key, message), tag)
