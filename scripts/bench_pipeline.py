@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """CPU time per 20 ms frame: bare Opus encode+decode against our whole send->receive path.
 
-Both run side by side in one process on the same speech, so the ratio holds on any
+All run side by side in one process on the same speech, so the ratios hold on any
 machine: (a) libopus encode + decode, (b) encode, packetize, UDP sendto on 127.0.0.1,
-recvfrom, parse, statistics, jitter buffer, decode. Prints a Markdown table.
+recvfrom, parse, statistics, jitter buffer, decode; (c) the same in an encrypted call
+(SRTP with AEAD_AES_128_GCM both ways, keys agreed by the call set-up). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import time
 import numpy as np
 
 from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
+from voip.control import CallControl, Offer
 from voip.io.files import FileSource, bundled_speech
 from voip.session import Session, SessionConfig
+from voip.srtp import gcm_available
 
 FRAME = 960
 
@@ -38,14 +41,35 @@ def bare_codec(frames: list[np.ndarray], complexity: int) -> float:
     return (time.process_time() - start) / len(frames)
 
 
-def whole_path(frames: list[np.ndarray], complexity: int) -> float:
+def encrypted_call(opus: OpusSettings, tx: tuple[str, int], rx: tuple[str, int]) -> tuple[Session, Session]:
+    """Two sessions whose call set-up (and key agreement) has run in memory."""
+    sender, receiver = (Session(SessionConfig(opus=opus), random.Random(seed), 0.0) for seed in (1, 2))
+    for session in (sender, receiver):
+        offer = Offer(session.ssrc, 111, opus.frame_ms, opus.bitrate, encrypted=True, gcm=gcm_available())
+        session.control = CallControl(offer, random.Random(3))
+    assert sender.control is not None and receiver.control is not None
+    sender.control.call(rx, 0.0)
+    for _ in range(3):  # INVITE; RINGING; ACCEPT; REVEAL
+        for data, _ in sender.datagrams_to_send(0.0):
+            receiver.receive_datagram(data, tx, 0.0)
+        receiver.control.accept(0.0)
+        for data, _ in receiver.datagrams_to_send(0.0):
+            sender.receive_datagram(data, rx, 0.0)
+    assert sender.encryption is not None and receiver.encryption is not None
+    return sender, receiver
+
+
+def whole_path(frames: list[np.ndarray], complexity: int, encrypted: bool = False) -> float:
     rx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx_sock.bind(("127.0.0.1", 0))
     tx_sock.bind(("127.0.0.1", 0))
-    config = SessionConfig(opus=OpusSettings(complexity=complexity))
-    sender = Session(SessionConfig(opus=config.opus, remote=rx_sock.getsockname()), random.Random(1), 0.0)
-    receiver = Session(SessionConfig(opus=config.opus, remote=tx_sock.getsockname()), random.Random(2), 0.0)
+    opus = OpusSettings(complexity=complexity)
+    if encrypted:
+        sender, receiver = encrypted_call(opus, tx_sock.getsockname(), rx_sock.getsockname())
+    else:
+        sender = Session(SessionConfig(opus=opus, remote=rx_sock.getsockname()), random.Random(1), 0.0)
+        receiver = Session(SessionConfig(opus=opus, remote=tx_sock.getsockname()), random.Random(2), 0.0)
     start = time.process_time()
     for i, frame in enumerate(frames):
         now = i * 0.02  # a simulated clock: the benchmark measures CPU, not pacing
@@ -68,15 +92,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds; the best of each is kept")
     args = parser.parse_args()
     frames = speech_frames(args.frames)
-    print("| complexity | (a) bare Opus enc+dec, us/frame | (b) whole path, us/frame | (b)-(a), us | (b)/(a) |")
-    print("|---:|---:|---:|---:|---:|")
+    print(
+        "| complexity | (a) bare Opus enc+dec, us/frame | (b) whole path, us/frame | (c) with SRTP, us/frame "
+        "| (b)/(a) | (c)/(a) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
     for complexity in (10, 5):
-        bare, path = [], []
-        for _ in range(args.rounds):  # interleaved so that machine load hits both alike
+        bare, path, secure = [], [], []
+        for _ in range(args.rounds):  # interleaved so that machine load hits all alike
             bare.append(bare_codec(frames, complexity))
             path.append(whole_path(frames, complexity))
-        a, b = min(bare) * 1e6, min(path) * 1e6
-        print(f"| {complexity} | {a:.1f} | {b:.1f} | {b - a:.1f} | {b / a:.3f} |")
+            secure.append(whole_path(frames, complexity, encrypted=True))
+        a, b, c = min(bare) * 1e6, min(path) * 1e6, min(secure) * 1e6
+        print(f"| {complexity} | {a:.1f} | {b:.1f} | {c:.1f} | {b / a:.3f} | {c / a:.3f} |")
 
 
 if __name__ == "__main__":
