@@ -5,6 +5,7 @@ flips bits. An encrypted call goes on to its end regardless, and counts what it 
 from __future__ import annotations
 
 import json
+import math
 import random
 import select
 import socket
@@ -31,7 +32,14 @@ class Attacker(threading.Thread):
       RTCP BYE for every SSRC it saw, to both sides, once a second;
     * bit flips: one random bit in `flip_share` of the datagrams it relays."""
 
-    def __init__(self, listener: tuple[str, int], flip_share: float, seconds: float) -> None:
+    def __init__(
+        self,
+        listener: tuple[str, int],
+        flip_share: float,
+        seconds: float,
+        attack: bool = True,
+        move_after_s: float = 0.0,
+    ) -> None:
         super().__init__(daemon=True)
         self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the caller calls this
         self.front.bind(("127.0.0.1", 0))
@@ -46,6 +54,10 @@ class Attacker(threading.Thread):
         self.call_id: bytes | None = None
         self.ssrcs: set[bytes] = set()
         self.forged = self.replayed = self.flipped = 0
+        self.attack = attack
+        self.move_at = time.monotonic() + move_after_s if move_after_s else math.inf
+        self.old_backs: list[socket.socket] = []  # after a move, replies to the old port still come in
+        self.moved_to: int | None = None
         self._halt = threading.Event()
 
     @property
@@ -55,14 +67,20 @@ class Attacker(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=5)
-        self.front.close()
-        self.back.close()
+        for sock in (self.front, self.back, *self.old_backs):
+            sock.close()
 
     def run(self) -> None:
         sent = 0
         next_forgery = time.monotonic() + 1.0
         while not self._halt.is_set() and time.monotonic() < self.deadline and sent < MAX_DATAGRAMS:
-            ready, _, _ = select.select([self.front, self.back], [], [], 0.05)
+            if time.monotonic() >= self.move_at:  # as a NAT that rebinds: the caller now comes from a new port
+                self.move_at = math.inf
+                self.old_backs.append(self.back)
+                self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self.back.bind(("127.0.0.1", 0))
+                self.moved_to = int(self.back.getsockname()[1])
+            ready, _, _ = select.select([self.front, self.back, *self.old_backs], [], [], 0.05)
             for sock in ready:
                 data, addr = sock.recvfrom(65536)
                 if sock is self.front:
@@ -70,6 +88,8 @@ class Attacker(threading.Thread):
                     sent += self._relay(data, self.back, self.listener, "to listener")
                 elif self.caller is not None:
                     sent += self._relay(data, self.front, self.caller, "to caller")
+            if not self.attack:
+                continue
             if time.monotonic() >= next_forgery and self.call_id is not None and self.caller is not None:
                 next_forgery += 1.0
                 sent += self._forge()
@@ -79,6 +99,9 @@ class Attacker(threading.Thread):
         seen = self.seen[way]
         seen.append(data)
         out = bytearray(data)
+        if not self.attack:
+            sock.sendto(data, to)
+            return 1
         if self.rng.random() < self.flip_share:
             bit = self.rng.randrange(8 * len(out))
             out[bit // 8] ^= 1 << (bit % 8)
@@ -156,3 +179,28 @@ def test_an_encrypted_call_survives_replays_forgeries_and_bit_flips(tmp_path, sp
         # A flipped packet fails authentication and is lost: 5% flips are 5% loss, which costs
         # PESQ whatever the receiver does (docs/benchmarks.md, bench_fec: 3.0 at 5% with FEC).
         assert score >= (3.3 if flip_share == 0 else 2.2)
+
+
+@pytest.mark.slow
+def test_a_call_follows_a_caller_whose_port_changes(tmp_path, speech, processes: Processes):
+    """Two seconds in, the relay (the caller's NAT) sends from a new port: the listener checks
+    the new path, moves the call there, and the call goes on to its end."""
+    port = free_udp_port()
+    got_caller, got_listener = tmp_path / "caller.wav", tmp_path / "listener.wav"
+    listener = _listener(processes, "127.0.0.1", port, "--in", SPEECH_A, "--out", str(got_listener))
+    relay = Attacker(("127.0.0.1", port), 0.0, seconds=30.0, attack=False, move_after_s=3.0)
+    relay.start()
+    try:
+        caller = processes.start(
+            voip_command(
+                "call", f"127.0.0.1:{relay.port}", "--in", SPEECH_A, "--out", str(got_caller), "--duration", "8"
+            )
+        )
+        _, caller_err = caller.communicate(timeout=40)
+        _, listener_err = listener.communicate(timeout=40)
+    finally:
+        relay.stop()
+    assert caller.returncode == 0 and listener.returncode == 0, caller_err + listener_err
+    assert relay.moved_to is not None and f"peer moved to 127.0.0.1:{relay.moved_to}" in listener_err
+    for got in (got_caller, got_listener):
+        assert pesq_wb(speech, read_48k(got), max_lag_s=1.0) >= 3.3

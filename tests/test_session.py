@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voip.codec import OpusSettings
-from voip.control import CallControl, Offer
+from voip.control import CallControl, ControlMessage, MessageType, Offer, PeerMoved
 from voip.netsim import NetworkSpec
 from voip.playout import JitterConfig
 from voip.quality import align, pesq_wb
@@ -157,9 +157,11 @@ def test_a_drifting_sender_is_absorbed_by_stretching(speech):
         assert result.receiver.concealed_ms == 0 and result.receiver.packets_late == 0
 
 
-def encrypted_call(speech, frames: int, tamper=None):
+def encrypted_call(speech, frames: int, tamper=None, moved=None, sent_to=None):
     """Two sessions in an encrypted call, exchanging datagrams directly; `tamper(data)` may
-    replace (or add to) what the caller sends once connected. Returns both and the audio heard."""
+    replace (or add to) what the caller sends once connected; from frame `moved` on, the
+    caller's datagrams come from another port (a NAT rebound). `sent_to` collects where the
+    listener sends. Returns both sessions and the audio the listener heard."""
     caller_addr, listener_addr = ("127.0.0.1", 40000), ("127.0.0.1", 5004)
     sessions = []
     for seed in (1, 2):
@@ -176,10 +178,13 @@ def encrypted_call(speech, frames: int, tamper=None):
         if listener.control.state.name == "RINGING":
             listener.control.accept(now)
         caller.send_audio(speech[i * 480 : (i + 1) * 480], now)
+        source = ("127.0.0.1", 40002) if moved is not None and i >= moved else caller_addr
         for data, _ in caller.datagrams_to_send(now):
             for out in tamper(data) if tamper and caller.control.connected else [data]:
-                listener.receive_datagram(out, caller_addr, now)
-        for data, _ in listener.datagrams_to_send(now):
+                listener.receive_datagram(out, source, now)
+        for data, addr in listener.datagrams_to_send(now):
+            if sent_to is not None:
+                sent_to.append((i, addr))
             caller.receive_datagram(data, listener_addr, now)
         pcm = listener.pull_audio(480, now)
         if listener.jitter.started:
@@ -219,3 +224,26 @@ def test_tampered_and_replayed_media_is_counted_and_dropped(speech):
     ref, deg, _ = align(speech[: len(heard)], heard)
     tail = len(ref) // 4
     assert np.max(np.abs(ref[tail:-1000] - deg[tail:-1000])) < 1e-3
+
+
+def test_a_peer_that_moves_is_followed_once_it_proves_itself(speech):
+    sent_to: list[tuple[int, tuple[str, int]]] = []
+    _, listener, heard = encrypted_call(speech, 300, moved=150, sent_to=sent_to)
+    new_address = ("127.0.0.1", 40002)
+    assert PeerMoved(new_address) in list(iter(listener.next_event, None))
+    assert listener.remote == new_address
+    assert all(addr == new_address for i, addr in sent_to if i >= 152)  # within a round trip
+    stats = listener.stats(3.0)
+    assert stats.concealed_ms == 0 and stats.packets_lost == 0 and stats.packets_foreign == 0  # nothing lost
+    assert len(heard) >= 290 * 480
+
+
+def test_unauthenticated_packets_from_a_new_address_never_move_a_call(speech):
+    stranger = ("127.0.0.1", 40003)
+
+    _, listener, _ = encrypted_call(speech, 100)
+    listener.receive_datagram(RtpPacket(111, 1, 0, listener._expected_ssrc or 0, b"x" * 40).serialize(), stranger, 1.0)
+    path_response = ControlMessage(MessageType.PATH_RESPONSE, listener.control.call_id, key=bytes(8))
+    listener.receive_datagram(path_response.serialize(bytes(32), 99), stranger, 1.0)
+    assert listener.remote == ("127.0.0.1", 40000)
+    assert not any(isinstance(e, PeerMoved) for e in iter(listener.next_event, None))

@@ -13,6 +13,7 @@ with 'v' (118), then 'C', a version and a type:
                     ACCEPT the listener's X25519 public key (256 bits)
     REVEAL:         the caller's X25519 public key (256 bits)
     REFUSED:        why (8: 1 the listener encrypts and the caller does not, 2 the reverse)
+    PATH_CHALLENGE, PATH_RESPONSE: a token (64 bits); always authenticated
     HANGUP:         reason length (8), reason (UTF-8)
     RINGING, BUSY, HANGUP_ACK: nothing more
     authenticated:  then a sequence number (64) and an HMAC-SHA256 tag (128) under the
@@ -32,6 +33,12 @@ is SRTP, and HANGUP and HANGUP_ACK are accepted only with a valid tag and a sequ
 number above the last: a forged or replayed one is counted (`messages_unauthenticated`)
 and changes nothing. No reply is larger than the message that caused it.
 
+Roaming (encrypted calls only): when authenticated media comes from a new address (NAT
+rebinding, a laptop changing networks), the session asks the control to check the path
+(`check_path`): an authenticated PATH_CHALLENGE goes to the new address, and only the
+peer's authenticated PATH_RESPONSE from that address moves the call there (`PeerMoved`),
+as QUIC does. Nothing unauthenticated ever moves a call.
+
 Liveness: every packet from the peer (media, RTCP, control) counts. After
 SILENT_AFTER_S without one, `PeerSilent`; after the timeout, the call ends.
 Messages from anyone but the peer never change the call: they are counted, and a
@@ -40,6 +47,7 @@ stranger's INVITE is answered BUSY.
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from collections import deque
@@ -74,6 +82,8 @@ _SEQUENCE = struct.Struct("!Q")
 AUTHENTICATED = 0x80  # in the type byte: a sequence number and a tag follow
 TRAILER_BYTES = _SEQUENCE.size + TAG_BYTES
 FEC, DTX, ENCRYPTED, GCM = 1, 2, 4, 8
+PATH_TOKEN_BYTES = 8
+PATH_CHECK_S = 1.0  # at most one path check a second (each is one datagram, as small as what caused it)
 
 
 class MessageType(IntEnum):
@@ -85,6 +95,16 @@ class MessageType(IntEnum):
     HANGUP_ACK = 6
     REVEAL = 7
     REFUSED = 8
+    PATH_CHALLENGE = 9  # is the peer at this new address? (always authenticated)
+    PATH_RESPONSE = 10
+
+
+AUTHENTICATED_TYPES = (
+    MessageType.HANGUP,
+    MessageType.HANGUP_ACK,
+    MessageType.PATH_CHALLENGE,
+    MessageType.PATH_RESPONSE,
+)
 
 
 class Refusal(IntEnum):
@@ -129,7 +149,7 @@ class ControlMessage:
             o = self.offer
             assert o is not None, "INVITE and ACCEPT carry an offer"
             out += _OFFER.pack(o.ssrc, o.payload_type, o.frame_ms, o.bitrate, o.flags) + self.key
-        elif self.type is MessageType.REVEAL:
+        elif self.type is MessageType.REVEAL or kind_has_token(self.type):
             out += self.key
         elif self.type is MessageType.REFUSED:
             assert self.refusal is not None
@@ -180,6 +200,10 @@ class ControlMessage:
             if len(body) != PUBLIC_KEY_BYTES:
                 raise ParseError(f"REVEAL key of {len(body)} bytes, expected {PUBLIC_KEY_BYTES}")
             return cls(kind, call_id, key=body, sequence=sequence, tag=tag)
+        if kind_has_token(kind):
+            if len(body) != PATH_TOKEN_BYTES or sequence is None:
+                raise ParseError(f"{kind.name} must carry a {PATH_TOKEN_BYTES}-byte token and a tag")
+            return cls(kind, call_id, key=body, sequence=sequence, tag=tag)
         if kind is MessageType.REFUSED:
             if len(body) != 1 or body[0] not in tuple(Refusal):
                 raise ParseError("REFUSED without a known reason")
@@ -191,6 +215,10 @@ class ControlMessage:
         if body:
             raise ParseError(f"{kind.name} carries {len(body)} unexpected bytes")
         return cls(kind, call_id, sequence=sequence, tag=tag)
+
+
+def kind_has_token(kind: MessageType) -> bool:
+    return kind in (MessageType.PATH_CHALLENGE, MessageType.PATH_RESPONSE)
 
 
 def is_control(data: bytes) -> bool:
@@ -220,6 +248,13 @@ class Connected:
 
 
 @dataclass(frozen=True)
+class PeerMoved:
+    """The peer proved it is at a new address: media and control go there from now on."""
+
+    peer: Address
+
+
+@dataclass(frozen=True)
 class PeerSilent:
     seconds: float
 
@@ -240,7 +275,7 @@ REFUSALS = {
     Refusal.ENCRYPTION_UNSUPPORTED: "refused: the listener runs --insecure (add --insecure to talk in the clear)",
 }
 
-ControlEvent = IncomingCall | Ringing | Connected | PeerSilent | PeerBack | CallEnded
+ControlEvent = IncomingCall | Ringing | Connected | PeerMoved | PeerSilent | PeerBack | CallEnded
 
 
 class State(Enum):
@@ -275,6 +310,8 @@ class CallControl:
         self._peer_key = b""  # the listener's public key, from ACCEPT (caller)
         self._send_sequence = 0
         self._receive_sequence = -1  # of the last authenticated message accepted
+        self._path_check: tuple[Address, bytes] | None = None  # the new address asked, and the token
+        self._path_checked_at = -math.inf
         self._rng = rng
         self._caller = False
         self._outbox: list[tuple[bytes, Address]] = []
@@ -335,16 +372,39 @@ class CallControl:
             return
         if self.state is State.IDLE and not self._caller:
             self._on_idle_message(msg, addr, now)
+        elif msg.type is MessageType.PATH_RESPONSE and self._path_check is not None and msg.call_id == self.call_id:
+            self._on_path_response(msg, data, addr, now)
         elif self.peer is None or _host_port(addr) != _host_port(self.peer) or msg.call_id != self.call_id:
             self._on_stranger(msg, addr)
         elif self.keys is not None and not self._authentic(msg, data):
-            if msg.type in (MessageType.HANGUP, MessageType.HANGUP_ACK) or msg.sequence is not None:
+            if msg.type in AUTHENTICATED_TYPES or msg.sequence is not None:
                 self.messages_unauthenticated += 1
             else:  # a set-up message repeated: answered as before keys, but it is no sign of life
                 self._on_peer_message(msg, now)
         else:
             self.heard_from_peer(now)
             self._on_peer_message(msg, now)
+
+    def check_path(self, addr: Address, now: float) -> None:
+        """Authenticated media came from `addr`, not the peer's address: ask whether the peer
+        is there (at most once a second); it moves there when it answers from there."""
+        if self.keys is None or self.state is not State.CONNECTED or now - self._path_checked_at < PATH_CHECK_S:
+            return
+        self._path_checked_at = now
+        token = self._rng.getrandbits(64).to_bytes(PATH_TOKEN_BYTES, "big")
+        self._path_check = (addr, token)
+        self._send(MessageType.PATH_CHALLENGE, key=token, to=addr)
+
+    def _on_path_response(self, msg: ControlMessage, data: bytes, addr: Address, now: float) -> None:
+        assert self._path_check is not None
+        candidate, token = self._path_check
+        if _host_port(addr) != _host_port(candidate) or msg.key != token or not self._authentic(msg, data):
+            self.messages_unauthenticated += 1
+            return
+        self._path_check = None
+        self.peer = addr
+        self.heard_from_peer(now)
+        self._events.append(PeerMoved(addr))
 
     def _authentic(self, msg: ControlMessage, data: bytes) -> bool:
         """Under the peer's control key, and newer than the last one (no replay)."""
@@ -405,6 +465,8 @@ class CallControl:
                 self._send_accept()
         elif kind is MessageType.REVEAL and self.state is State.KEYING:
             self._on_reveal(msg, now)
+        if kind is MessageType.PATH_CHALLENGE and self.keys is not None:  # authenticated: _authentic passed
+            self._send(MessageType.PATH_RESPONSE, key=msg.key)
 
     def _on_reveal(self, msg: ControlMessage, now: float) -> None:
         assert self._key_pair is not None
@@ -490,16 +552,24 @@ class CallControl:
 
     # ---- output --------------------------------------------------------------------------
 
-    def _send(self, kind: MessageType, offer: Offer | None = None, reason: str = "", key: bytes = b"") -> None:
+    def _send(
+        self,
+        kind: MessageType,
+        offer: Offer | None = None,
+        reason: str = "",
+        key: bytes = b"",
+        to: Address | None = None,
+    ) -> None:
         """Once keys are agreed, every message but a set-up repeat is authenticated."""
-        assert self.peer is not None
+        to = to or self.peer
+        assert to is not None
         message = ControlMessage(kind, self.call_id, offer, reason, key)
-        if self.keys is not None and kind in (MessageType.HANGUP, MessageType.HANGUP_ACK):
+        if self.keys is not None and kind in AUTHENTICATED_TYPES:
             self._send_sequence += 1
             data = message.serialize(self.keys.send.control, self._send_sequence)
         else:
             data = message.serialize()
-        self._outbox.append((data, self.peer))
+        self._outbox.append((data, to))
 
     def _send_invite(self) -> None:
         self._send(MessageType.INVITE, offer=self.offer, key=self._commitment)

@@ -208,18 +208,28 @@ class Session:
             self._follow_call()
             return
         not_connected = self.control is not None and self.remote is None and not self._follow_call()
-        if not_connected or (self.remote is not None and _host_port(addr) != _host_port(self.remote)):
+        elsewhere = self.remote is not None and _host_port(addr) != _host_port(self.remote)
+        if not_connected or (elsewhere and self._srtp is None):
             self._media_foreign += 1  # a stranger's packet, junk or not, is dropped unread
             return
         if not is_rtp_or_rtcp(data):
-            self.packets_invalid += 1
+            if elsewhere:
+                self._media_foreign += 1
+            else:
+                self.packets_invalid += 1
             return
         if self._srtp is not None:
             try:
                 data = self._srtp.unprotect_rtcp(data) if is_rtcp(data) else self._srtp.unprotect(data)
             except SrtpError:
-                self._media_unauthenticated += 1  # dropped before it touches any state
+                if elsewhere:
+                    self._media_foreign += 1
+                else:
+                    self._media_unauthenticated += 1  # dropped before it touches any state
                 return
+            if elsewhere:  # the peer's own keys, from a new address: it may have moved
+                assert self.control is not None
+                self.control.check_path(addr, now)
         try:
             if is_rtcp(data):
                 self._receive_rtcp(parse_compound(data), now)
@@ -245,6 +255,8 @@ class Session:
             self._receive_payload_type = control.remote_offer.payload_type
             if control.keys is not None:
                 self._srtp = SrtpContext(control.keys, gcm=control.offer.gcm and control.remote_offer.gcm)
+        elif control.peer is not None and control.peer != self.remote:
+            self.remote = control.peer  # the peer moved, and proved it (roaming)
         return True
 
     def _protect(self, data: bytes) -> bytes:

@@ -32,6 +32,7 @@ from voip.control import (
     IncomingCall,
     Offer,
     PeerBack,
+    PeerMoved,
     PeerSilent,
     Ringing,
     State,
@@ -133,6 +134,9 @@ def _converse(
                 loop.tick_now()  # the first frame goes out now, not at the next tick
                 status.clear()
                 info(f"connected to {show(event.peer)}, {security(control)}", args.quiet)
+            elif isinstance(event, PeerMoved):
+                status.clear()
+                info(f"peer moved to {show(event.peer)}", args.quiet)
             elif isinstance(event, PeerSilent):
                 status.clear()
                 info(f"peer silent for {event.seconds:.0f} s", args.quiet)
