@@ -275,3 +275,26 @@ def test_without_auto_answer_the_listener_asks_on_its_terminal(processes: Proces
     assert caller.returncode == caller_exit, caller_err
     if reply == "n":
         assert caller_err.strip().splitlines()[-1] == "voip: call ended: busy"
+
+
+def test_a_code_authenticates_a_call_and_three_wrong_codes_stop_the_listener(processes: Processes):
+    port = free_udp_port()
+    listener = processes.start(
+        voip_command("listen", "--auto-answer", "--bind", "127.0.0.1", "--port", str(port), "--code", "1-acid-tiger")
+        + ["--in", "tone:440", "--out", "null"]
+    )
+    _wait_for_line(listener, "listening on")
+    right = run_voip(
+        "call", f"127.0.0.1:{port}", "--code", "1-Acid-Tiger", "--in", "tone:880", "--out", "null", "--duration", "1"
+    )
+    assert right.returncode == 0, right.stderr
+    assert "encrypted, verified by code" in right.stderr
+    for _ in range(3):
+        wrong = run_voip("call", f"127.0.0.1:{port}", "--code", "2-acid-tiger", "--in", "tone:880", "--out", "null")
+        assert wrong.returncode == 1
+        assert (
+            wrong.stderr.strip().splitlines()[-1] == "voip: call ended: wrong code: the listener's code is not this one"
+        )
+    _, err = listener.communicate(timeout=15)
+    assert listener.returncode == 1
+    assert err.strip().splitlines()[-1] == "voip: 3 wrong codes: start `voip listen --code` again for a new code"

@@ -349,3 +349,67 @@ def test_no_reply_is_larger_than_what_caused_it():
     plain.receive_datagram(invite, STRANGER, 0.0)
     ((refused, _),) = plain.datagrams_to_send()
     assert len(refused) <= len(invite)
+
+
+# ---- calls authenticated by a shared code ---------------------------------------------------
+
+CODE_OFFER = replace(SECURE_OFFER, code=True)
+CODE_ANSWER = replace(SECURE_ANSWER, code=True)
+
+
+def code_call(caller_code: str, listener_code: str) -> tuple[CallControl, CallControl]:
+    caller = CallControl(CODE_OFFER, random.Random(1), code=caller_code)
+    listener = CallControl(CODE_ANSWER, random.Random(2), code=listener_code)
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0)  # INVITE with the caller's SPAKE2 message
+    listener.accept(0.0)
+    deliver(listener, caller, LISTENER, 0.0)  # RINGING, ACCEPT with the listener's message and proof
+    deliver(caller, listener, CALLER, 0.0)  # REVEAL with the caller's proof, or REFUSED
+    return caller, listener
+
+
+def test_the_same_code_on_both_sides_connects_verified_with_no_words():
+    caller, listener = code_call("7-guitar-harbor", "7-Guitar-Harbor ")
+    assert caller.connected and listener.connected
+    assert caller.keys is not None and listener.keys is not None
+    assert caller.keys.send == listener.keys.receive and caller.keys.sas is None
+
+
+def test_a_wrong_code_fails_on_both_sides_with_one_clear_reason():
+    caller, listener = code_call("7-guitar-harbor", "8-guitar-harbor")
+    assert events(caller)[-1] == CallEnded("wrong code: the listener's code is not this one", normal=False)
+    assert events(listener)[-1] == CallEnded("wrong code: the caller's code is not this one", normal=False)
+    assert caller.keys is None and listener.keys is None
+
+
+def test_a_forged_confirmation_does_not_connect_the_listener():
+    caller = CallControl(CODE_OFFER, random.Random(1), code="7-guitar-harbor")
+    listener = CallControl(CODE_ANSWER, random.Random(2), code="7-guitar-harbor")
+    caller.call(LISTENER, 0.0)
+    deliver(caller, listener, CALLER, 0.0)
+    listener.accept(0.0)
+    forged = ControlMessage(MessageType.REVEAL, caller.call_id, key=bytes(16)).serialize()
+    listener.receive_datagram(forged, CALLER, 0.1)
+    assert listener.state is State.KEYING and listener.messages_unauthenticated == 1
+
+
+def test_code_and_no_code_refuse_each_other():
+    with_code = CallControl(CODE_OFFER, random.Random(1), code="1-acid-tiger")
+    without = CallControl(SECURE_ANSWER, random.Random(2))
+    with_code.call(LISTENER, 0.0)
+    deliver(with_code, without, CALLER, 0.0)
+    deliver(without, with_code, LISTENER, 0.0)
+    assert events(with_code)[-1] == CallEnded("refused: the listener has no code (call without --code)", normal=False)
+
+
+def test_with_a_code_no_answer_is_larger_than_the_invite():
+    caller = CallControl(CODE_OFFER, random.Random(1), code="7-guitar-harbor")
+    listener = CallControl(CODE_ANSWER, random.Random(2), code="7-guitar-harbor")
+    caller.call(LISTENER, 0.0)
+    ((invite, _),) = caller.datagrams_to_send()
+    listener.receive_datagram(invite, CALLER, 0.0)
+    listener.accept(0.0)
+    listener.datagrams_to_send()
+    listener.receive_datagram(invite, CALLER, 0.1)
+    ((again, _),) = listener.datagrams_to_send()
+    assert ControlMessage.parse(again).type is MessageType.ACCEPT and len(again) <= len(invite)

@@ -47,6 +47,7 @@ stranger's INVITE is answered BUSY.
 
 from __future__ import annotations
 
+import hmac
 import math
 import random
 import struct
@@ -56,9 +57,12 @@ from enum import Enum, IntEnum
 
 from voip.crypto import (
     COMMITMENT_BYTES,
+    CONFIRM_BYTES,
     PUBLIC_KEY_BYTES,
+    SPAKE_MESSAGE_BYTES,
     TAG_BYTES,
     CallKeys,
+    CodeAgreement,
     KeyAgreementError,
     KeyPair,
     check_commitment,
@@ -81,7 +85,16 @@ _OFFER = struct.Struct("!IBBIB")
 _SEQUENCE = struct.Struct("!Q")
 AUTHENTICATED = 0x80  # in the type byte: a sequence number and a tag follow
 TRAILER_BYTES = _SEQUENCE.size + TAG_BYTES
-FEC, DTX, ENCRYPTED, GCM = 1, 2, 4, 8
+FEC, DTX, ENCRYPTED, GCM, CODE = 1, 2, 4, 8, 16
+# INVITE and ACCEPT carry, when encrypted: with a code, the SPAKE2 message (INVITE padded to
+# ACCEPT's size, so that no answer is larger) and in ACCEPT the listener's confirmation;
+# otherwise the caller's commitment and the listener's public key.
+KEY_FIELD_BYTES = {
+    ("INVITE", False): COMMITMENT_BYTES,
+    ("ACCEPT", False): PUBLIC_KEY_BYTES,
+    ("INVITE", True): SPAKE_MESSAGE_BYTES + CONFIRM_BYTES,
+    ("ACCEPT", True): SPAKE_MESSAGE_BYTES + CONFIRM_BYTES,
+}
 PATH_TOKEN_BYTES = 8
 PATH_CHECK_S = 1.0  # at most one path check a second (each is one datagram, as small as what caused it)
 
@@ -110,6 +123,9 @@ AUTHENTICATED_TYPES = (
 class Refusal(IntEnum):
     ENCRYPTION_REQUIRED = 1  # the listener encrypts, the caller runs --insecure
     ENCRYPTION_UNSUPPORTED = 2  # the caller encrypts, the listener runs --insecure
+    CODE_REQUIRED = 3  # the listener takes calls with its code only
+    CODE_UNEXPECTED = 4  # the caller has a code, the listener none
+    WRONG_CODE = 5  # sent by a caller whose code proved different from the listener's
 
 
 @dataclass(frozen=True)
@@ -124,10 +140,11 @@ class Offer:
     dtx: bool = False
     encrypted: bool = False  # keys are agreed in the call set-up, and media is SRTP
     gcm: bool = False  # our libsrtp has AES-GCM: used when both sides have it
+    code: bool = False  # keys come from a shared code (SPAKE2), not X25519 and words
 
     @property
     def flags(self) -> int:
-        return FEC * self.fec | DTX * self.dtx | ENCRYPTED * self.encrypted | GCM * self.gcm
+        return FEC * self.fec | DTX * self.dtx | ENCRYPTED * self.encrypted | GCM * self.gcm | CODE * self.code
 
 
 @dataclass(frozen=True)
@@ -186,19 +203,18 @@ class ControlMessage:
             if len(body) < _OFFER.size:
                 raise ParseError(f"{kind.name} body of {len(body)} bytes, expected {_OFFER.size} or more")
             ssrc, payload_type, frame_ms, bitrate, flags = _OFFER.unpack_from(body)
-            if payload_type > 127 or frame_ms not in (10, 20, 40, 60) or flags > 15:
+            if payload_type > 127 or frame_ms not in (10, 20, 40, 60) or flags > 31:
                 raise ParseError(f"bad {kind.name} offer")
-            offer = Offer(
-                ssrc, payload_type, frame_ms, bitrate, *(bool(flags & bit) for bit in (FEC, DTX, ENCRYPTED, GCM))
-            )
+            bits = (FEC, DTX, ENCRYPTED, GCM, CODE)
+            offer = Offer(ssrc, payload_type, frame_ms, bitrate, *(bool(flags & bit) for bit in bits))
             key = body[_OFFER.size :]
-            size = (COMMITMENT_BYTES if kind is MessageType.INVITE else PUBLIC_KEY_BYTES) if offer.encrypted else 0
+            size = KEY_FIELD_BYTES[kind.name, offer.code] if offer.encrypted else 0
             if len(key) != size:
                 raise ParseError(f"{kind.name} key of {len(key)} bytes, expected {size}")
             return cls(kind, call_id, offer, key=key, sequence=sequence, tag=tag)
         if kind is MessageType.REVEAL:
-            if len(body) != PUBLIC_KEY_BYTES:
-                raise ParseError(f"REVEAL key of {len(body)} bytes, expected {PUBLIC_KEY_BYTES}")
+            if len(body) not in (PUBLIC_KEY_BYTES, CONFIRM_BYTES):
+                raise ParseError(f"REVEAL of {len(body)} bytes, expected {PUBLIC_KEY_BYTES} or {CONFIRM_BYTES}")
             return cls(kind, call_id, key=body, sequence=sequence, tag=tag)
         if kind_has_token(kind):
             if len(body) != PATH_TOKEN_BYTES or sequence is None:
@@ -215,6 +231,15 @@ class ControlMessage:
         if body:
             raise ParseError(f"{kind.name} carries {len(body)} unexpected bytes")
         return cls(kind, call_id, sequence=sequence, tag=tag)
+
+
+def _refusal(ours: Offer, theirs: Offer) -> Refusal | None:
+    """Why a listener with offer `ours` cannot take a call offered as `theirs`, if it cannot."""
+    if theirs.encrypted != ours.encrypted:
+        return Refusal.ENCRYPTION_REQUIRED if ours.encrypted else Refusal.ENCRYPTION_UNSUPPORTED
+    if theirs.code != ours.code:
+        return Refusal.CODE_REQUIRED if ours.code else Refusal.CODE_UNEXPECTED
+    return None
 
 
 def kind_has_token(kind: MessageType) -> bool:
@@ -273,6 +298,9 @@ class CallEnded:
 REFUSALS = {
     Refusal.ENCRYPTION_REQUIRED: "refused: the listener takes encrypted calls only (call without --insecure)",
     Refusal.ENCRYPTION_UNSUPPORTED: "refused: the listener runs --insecure (add --insecure to talk in the clear)",
+    Refusal.CODE_REQUIRED: "refused: the listener takes calls with its code only (voip call HOST --code CODE)",
+    Refusal.CODE_UNEXPECTED: "refused: the listener has no code (call without --code)",
+    Refusal.WRONG_CODE: "wrong code: the caller's code is not this one",
 }
 
 ControlEvent = IncomingCall | Ringing | Connected | PeerMoved | PeerSilent | PeerBack | CallEnded
@@ -292,9 +320,15 @@ class CallControl:
     """One endpoint's side of one call, as caller (`call`) or as listener (start IDLE)."""
 
     def __init__(
-        self, offer: Offer, rng: random.Random, timeout_s: float = 30.0, key_pair: KeyPair | None = None
+        self,
+        offer: Offer,
+        rng: random.Random,
+        timeout_s: float = 30.0,
+        key_pair: KeyPair | None = None,
+        code: str | None = None,
     ) -> None:
-        """`key_pair` is this call's X25519 pair when the offer is encrypted (a fresh one if not given)."""
+        """An encrypted offer agrees keys by `code` (SPAKE2) when given, else by X25519 with
+        `key_pair` (a fresh one if not given) and words to compare."""
         self.offer = offer
         self.timeout_s = timeout_s
         self.state = State.IDLE
@@ -305,9 +339,16 @@ class CallControl:
         self.messages_invalid = 0
         self.messages_unauthenticated = 0  # from the peer's address, once keys are agreed: forged or replayed
         self.keys: CallKeys | None = None  # once agreed: SRTP and control keys, and the words to compare
-        self._key_pair = (key_pair or KeyPair()) if offer.encrypted else None
-        self._commitment = b""  # the caller's, from INVITE
-        self._peer_key = b""  # the listener's public key, from ACCEPT (caller)
+        assert offer.code == (code is not None) and (offer.encrypted or code is None)
+        self._key_pair = (key_pair or KeyPair()) if offer.encrypted and code is None else None
+        self._code = code
+        self._spake: CodeAgreement | None = None
+        self._hello = b""  # INVITE's key field: the caller's commitment, or its SPAKE2 message
+        self._answer = b""  # ACCEPT's: the listener's public key, or its SPAKE2 message and confirmation
+        self._reveal = b""  # REVEAL's: the caller's public key, or its confirmation
+        self._expected_reveal = b""  # a listener with a code: the caller's confirmation
+        self._pending_keys: CallKeys | None = None  # a listener with a code: keys, once the caller confirms
+        self._peer_key = b""  # the listener's ACCEPT key field (caller): a repeat asks for REVEAL again
         self._send_sequence = 0
         self._receive_sequence = -1  # of the last authenticated message accepted
         self._path_check: tuple[Address, bytes] | None = None  # the new address asked, and the token
@@ -333,20 +374,40 @@ class CallControl:
         self.state = State.CALLING
         self._give_up_at = now + NO_RESPONSE_S
         if self._key_pair is not None:
-            self._commitment = self._key_pair.commitment
+            self._hello = self._key_pair.commitment
+        elif self._code is not None:
+            self._spake = CodeAgreement(self._code, caller=True)
+            self._hello = self._spake.message + bytes(CONFIRM_BYTES)  # padded: see KEY_FIELD_BYTES
         self._send_invite()
         self._retry(now, RETRY_FIRST_S)
 
     def accept(self, now: float) -> None:
         """Pick up the incoming call (an encrypted one connects when the caller's key comes)."""
         if self.state is State.RINGING and not self._caller:
-            if self._key_pair is None:
+            if not self.offer.encrypted:
                 self._connect(now)
             else:
+                if not self._prepare_answer():
+                    return
                 self.state = State.KEYING
                 self._give_up_at = now + NO_RESPONSE_S
                 self._retry(now, RETRY_FIRST_S)
             self._send_accept()
+
+    def _prepare_answer(self) -> bool:
+        if self._key_pair is not None:
+            self._answer = self._key_pair.public
+            return True
+        assert self._code is not None
+        self._spake = CodeAgreement(self._code, caller=False)
+        try:
+            keys, mine, theirs = self._spake.agree(self._hello[:SPAKE_MESSAGE_BYTES], self.call_id)
+        except KeyAgreementError as exc:
+            self._end(f"key agreement failed: {exc}", normal=False)
+            return False
+        self._pending_keys, self._expected_reveal = keys, theirs
+        self._answer = self._spake.message + mine
+        return True
 
     def decline(self, now: float) -> None:
         if self.state is State.RINGING and not self._caller:
@@ -425,12 +486,12 @@ class CallControl:
 
     def _on_idle_message(self, msg: ControlMessage, addr: Address, now: float) -> None:
         if msg.type is MessageType.INVITE and msg.offer is not None:
-            if msg.offer.encrypted != self.offer.encrypted:
-                why = Refusal.ENCRYPTION_REQUIRED if self.offer.encrypted else Refusal.ENCRYPTION_UNSUPPORTED
+            why = _refusal(self.offer, msg.offer)
+            if why is not None:
                 self._outbox.append((ControlMessage(MessageType.REFUSED, msg.call_id, refusal=why).serialize(), addr))
                 return
             self.peer, self.call_id, self.remote_offer = addr, msg.call_id, msg.offer
-            self._commitment = msg.key
+            self._hello = msg.key
             self.state = State.RINGING
             self._last_heard = now
             self._events.append(IncomingCall(addr, msg.offer))
@@ -465,14 +526,22 @@ class CallControl:
                 self._send_accept()
         elif kind is MessageType.REVEAL and self.state is State.KEYING:
             self._on_reveal(msg, now)
+        elif kind is MessageType.REFUSED and msg.refusal is Refusal.WRONG_CODE and self.state is State.KEYING:
+            self._end(REFUSALS[Refusal.WRONG_CODE], normal=False)
         if kind is MessageType.PATH_CHALLENGE and self.keys is not None:  # authenticated: _authentic passed
             self._send(MessageType.PATH_RESPONSE, key=msg.key)
 
     def _on_reveal(self, msg: ControlMessage, now: float) -> None:
-        assert self._key_pair is not None
+        if self._key_pair is None:  # a code: the caller proves it knows it
+            if not hmac.compare_digest(msg.key, self._expected_reveal):
+                self.messages_unauthenticated += 1  # forged on the path: a wrong code comes as REFUSED
+                return
+            self.keys = self._pending_keys
+            self._connect(now)
+            return
         try:
-            check_commitment(msg.key, self._commitment)
-            self.keys = self._key_pair.agree(msg.key, False, self.call_id, self._commitment)
+            check_commitment(msg.key, self._hello)
+            self.keys = self._key_pair.agree(msg.key, False, self.call_id, self._hello)
         except KeyAgreementError:  # forged on the path, perhaps: the caller's own may still come
             self.messages_unauthenticated += 1
             return
@@ -493,18 +562,34 @@ class CallControl:
             self._give_up_at = now + RING_TIMEOUT_S
             self._events.append(Ringing())
         elif msg.type is MessageType.ACCEPT and msg.offer is not None:
-            if self._key_pair is not None:
-                try:
-                    self.keys = self._key_pair.agree(msg.key, True, self.call_id, self._commitment)
-                except KeyAgreementError:  # not a usable key: forged, perhaps; the listener repeats ACCEPT
-                    self.messages_unauthenticated += 1
-                    return
-                self._peer_key = msg.key
-                self._send_reveal()
+            if self.offer.encrypted and not self._agree_as_caller(msg):
+                return
             self.remote_offer = msg.offer
             self._connect(now)
         elif msg.type is MessageType.BUSY:
             self._end("busy", normal=False)
+
+    def _agree_as_caller(self, msg: ControlMessage) -> bool:
+        """Keys from the listener's ACCEPT; then REVEAL. False: no call (yet)."""
+        try:
+            if self._key_pair is not None:
+                self.keys = self._key_pair.agree(msg.key, True, self.call_id, self._hello)
+                self._reveal = self._key_pair.public
+            else:
+                assert self._spake is not None
+                message, confirmation = msg.key[:SPAKE_MESSAGE_BYTES], msg.key[SPAKE_MESSAGE_BYTES:]
+                keys, mine, theirs = self._spake.agree(message, self.call_id)
+                if not hmac.compare_digest(confirmation, theirs):
+                    self._send(MessageType.REFUSED, refusal=Refusal.WRONG_CODE)
+                    self._end("wrong code: the listener's code is not this one", normal=False)
+                    return False
+                self.keys, self._reveal = keys, mine
+        except KeyAgreementError:  # not a usable key: forged, perhaps; the listener repeats ACCEPT
+            self.messages_unauthenticated += 1
+            return False
+        self._peer_key = msg.key
+        self._send_reveal()
+        return True
 
     def _connect(self, now: float) -> None:
         assert self.peer is not None and self.remote_offer is not None
@@ -559,11 +644,12 @@ class CallControl:
         reason: str = "",
         key: bytes = b"",
         to: Address | None = None,
+        refusal: Refusal | None = None,
     ) -> None:
         """Once keys are agreed, every message but a set-up repeat is authenticated."""
         to = to or self.peer
         assert to is not None
-        message = ControlMessage(kind, self.call_id, offer, reason, key)
+        message = ControlMessage(kind, self.call_id, offer, reason, key, refusal)
         if self.keys is not None and kind in AUTHENTICATED_TYPES:
             self._send_sequence += 1
             data = message.serialize(self.keys.send.control, self._send_sequence)
@@ -572,14 +658,13 @@ class CallControl:
         self._outbox.append((data, to))
 
     def _send_invite(self) -> None:
-        self._send(MessageType.INVITE, offer=self.offer, key=self._commitment)
+        self._send(MessageType.INVITE, offer=self.offer, key=self._hello)
 
     def _send_accept(self) -> None:
-        self._send(MessageType.ACCEPT, offer=self.offer, key=self._key_pair.public if self._key_pair else b"")
+        self._send(MessageType.ACCEPT, offer=self.offer, key=self._answer)
 
     def _send_reveal(self) -> None:
-        assert self._key_pair is not None
-        self._send(MessageType.REVEAL, key=self._key_pair.public)
+        self._send(MessageType.REVEAL, key=self._reveal)
 
     def _end(self, reason: str, normal: bool) -> None:
         self.state = State.ENDED

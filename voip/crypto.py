@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import struct
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from spake2 import SPAKE2_A, SPAKE2_B
 
 from voip.errors import ParseError
 from voip.sas_words import WORDS
@@ -31,6 +33,9 @@ SRTP_KEY_BYTES = 30  # master key (16) and salt (14); AES-GCM uses the first 12 
 CONTROL_KEY_BYTES = 32
 TAG_BYTES = 16  # HMAC-SHA256, truncated: what authenticates a control message
 _KEYS_INFO = b"voip call keys v1"
+_CODE_INFO = b"voip code keys v1"
+CONFIRM_BYTES = 16
+SPAKE_MESSAGE_BYTES = 33
 _COMMIT_LABEL = b"voip commitment v1"
 
 
@@ -50,7 +55,7 @@ class CallKeys:
 
     send: DirectionKeys
     receive: DirectionKeys
-    sas: str
+    sas: str | None  # None when a shared code authenticated the call
 
 
 class KeyPair:
@@ -77,18 +82,63 @@ class KeyPair:
             raise KeyAgreementError(f"unusable public key ({exc})") from None
         caller_public, listener_public = (self.public, peer_public) if caller else (peer_public, self.public)
         transcript = struct.pack("!Q", call_id) + commitment + listener_public + caller_public
-        salt = hashlib.sha256(transcript).digest()
-        length = 2 * (SRTP_KEY_BYTES + CONTROL_KEY_BYTES) + 2
-        material = HKDF(hashes.SHA256(), length, salt, _KEYS_INFO).derive(shared)
-        half = SRTP_KEY_BYTES + CONTROL_KEY_BYTES
-        from_caller = DirectionKeys(material[:SRTP_KEY_BYTES], material[SRTP_KEY_BYTES:half])
-        from_listener = DirectionKeys(
-            material[half : half + SRTP_KEY_BYTES], material[half + SRTP_KEY_BYTES : 2 * half]
+        keys, _ = _derive(shared, transcript, caller, _KEYS_INFO)
+        return keys
+
+
+class CodeAgreement:
+    """SPAKE2 (the `spake2` package) with a short code both users know, roles bound: each side
+    proves it knows the code (explicit key confirmation), and someone who does not can test
+    one guess per call, no more. No words to compare."""
+
+    def __init__(self, code: str, caller: bool) -> None:
+        self._caller = caller
+        role = SPAKE2_A if caller else SPAKE2_B
+        self._spake = role(normalize_code(code).encode(), idA=b"voip caller", idB=b"voip listener")
+        self.message = self._spake.start()
+
+    def agree(self, peer_message: bytes, call_id: int) -> tuple[CallKeys, bytes, bytes]:
+        """The keys, our confirmation (to send) and the one the peer must send."""
+        try:
+            shared = self._spake.finish(peer_message)
+        except Exception as exc:  # spake2 raises its own errors and ValueError on bad elements
+            raise KeyAgreementError(f"unusable code message ({exc})") from None
+        caller_message, listener_message = (
+            (self.message, peer_message) if self._caller else (peer_message, self.message)
         )
-        sas = f"{WORDS[material[-2]]} {WORDS[material[-1]]}"
-        if caller:
-            return CallKeys(send=from_caller, receive=from_listener, sas=sas)
-        return CallKeys(send=from_listener, receive=from_caller, sas=sas)
+        transcript = struct.pack("!Q", call_id) + caller_message + listener_message
+        keys, confirmations = _derive(shared, transcript, self._caller, _CODE_INFO)
+        caller_confirms, listener_confirms = confirmations
+        keys = CallKeys(keys.send, keys.receive, sas=None)
+        if self._caller:
+            return keys, caller_confirms, listener_confirms
+        return keys, listener_confirms, caller_confirms
+
+
+def _derive(secret: bytes, transcript: bytes, caller: bool, info: bytes) -> tuple[CallKeys, tuple[bytes, bytes]]:
+    """HKDF-SHA256 of the shared secret, salted with the exchange: SRTP and control keys for
+    each direction, two bytes of SAS, and a confirmation for each side."""
+    salt = hashlib.sha256(transcript).digest()
+    half = SRTP_KEY_BYTES + CONTROL_KEY_BYTES
+    length = 2 * half + 2 + 2 * CONFIRM_BYTES
+    material = HKDF(hashes.SHA256(), length, salt, info).derive(secret)
+    from_caller = DirectionKeys(material[:SRTP_KEY_BYTES], material[SRTP_KEY_BYTES:half])
+    from_listener = DirectionKeys(material[half : half + SRTP_KEY_BYTES], material[half + SRTP_KEY_BYTES : 2 * half])
+    sas = f"{WORDS[material[2 * half]]} {WORDS[material[2 * half + 1]]}"
+    confirm = material[2 * half + 2 :]
+    confirmations = (confirm[:CONFIRM_BYTES], confirm[CONFIRM_BYTES:])
+    if caller:
+        return CallKeys(send=from_caller, receive=from_listener, sas=sas), confirmations
+    return CallKeys(send=from_listener, receive=from_caller, sas=sas), confirmations
+
+
+def new_code() -> str:
+    """A fresh code to read to a caller: a number and two words, about 22 bits."""
+    return f"{secrets.randbelow(100)}-{secrets.choice(WORDS)}-{secrets.choice(WORDS)}"
+
+
+def normalize_code(code: str) -> str:
+    return "-".join(code.strip().lower().replace(" ", "-").split("-"))
 
 
 def commitment_of(public: bytes) -> bytes:

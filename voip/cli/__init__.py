@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 
 from voip import __version__
-from voip.cli.call import run_call, run_listen
+from voip.cli.call import MAX_WRONG_CODES, run_call, run_listen
 from voip.cli.options import (
     DEFAULT_PORT,
     SOURCES,
@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         "1 for no answer, busy, declined or a peer that went silent past --timeout.",
     )
     call.add_argument("destination", metavar="HOST[:PORT]", help="IPv4 or IPv6 address or name; [v6]:port")
+    call.add_argument(
+        "--code",
+        metavar="CODE",
+        help="the code `voip listen --code` printed: the call is then authenticated by it, no words to compare",
+    )
     _add_call_options(call)
     call.set_defaults(handler=run_call)
 
@@ -131,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--bind", default="::", help="local address (default ::, which takes IPv6 and IPv4)")
     listen.add_argument("--once", action="store_true", help="exit after one call (with its exit code)")
     listen.add_argument("--auto-answer", action="store_true", help="answer every call without asking")
+    listen.add_argument(
+        "--code",
+        nargs="?",
+        const="",
+        metavar="CODE",
+        help="take only calls that know a short code (a fresh one is printed; or give your own); "
+        f"after {MAX_WRONG_CODES} wrong codes the listener stops, and a new code is needed",
+    )
     _add_call_options(listen)
     listen.set_defaults(handler=run_listen)
 

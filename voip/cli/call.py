@@ -37,6 +37,7 @@ from voip.control import (
     Ringing,
     State,
 )
+from voip.crypto import new_code
 from voip.errors import VoipError
 from voip.io.files import SilenceSource
 from voip.io.loop import MediaLoop
@@ -45,8 +46,11 @@ from voip.io.udp import open_listening_socket, open_socket, parse_host_port, res
 from voip.session import Session
 from voip.srtp import gcm_available
 
+MAX_WRONG_CODES = 3  # a listener with a code stops after this many: each call tests one guess
+
 
 def run_call(args: argparse.Namespace) -> int:
+    _check_code(args)
     host, port = parse_host_port(args.destination, DEFAULT_PORT)
     family, peer = resolve(host, port)
     check_drift(args, args.source)
@@ -69,21 +73,35 @@ def run_listen(args: argparse.Namespace) -> int:
     if not args.auto_answer and not sys.stdin.isatty():
         raise VoipError("voip listen asks on the terminal whether to answer; without one, use --auto-answer")
     check_drift(args, args.source)
+    _check_code(args)
+    if args.code == "":
+        args.code = new_code()
     sock = open_listening_socket(args.bind, args.port)
     answerer = _Answerer(args.auto_answer)
+    wrong_codes = 0
     try:
         info(f"listening on {show(sock.getsockname())}", args.quiet)
+        if args.code:
+            print(f"code: {args.code}  (the caller runs: voip call HOST --code {args.code})", flush=True)
         while True:
             io = open_audio(args.source, args.out or [args.default_out], frame_samples(args))
             try:
                 ended = _converse(args, io, sock, _call_session(args), answerer)
             finally:
                 io.close()
+            wrong_codes += ended.reason.startswith("wrong code")
+            if wrong_codes >= MAX_WRONG_CODES:
+                raise VoipError(f"{wrong_codes} wrong codes: start `voip listen --code` again for a new code")
             if args.once or ended.reason == "interrupted":
                 return _finish(ended)
             info("listening for the next call", args.quiet)
     finally:
         sock.close()
+
+
+def _check_code(args: argparse.Namespace) -> None:
+    if args.code is not None and args.insecure:
+        raise VoipError("--code authenticates an encrypted call: it cannot go with --insecure")
 
 
 def _call_session(args: argparse.Namespace) -> Session:
@@ -92,10 +110,19 @@ def _call_session(args: argparse.Namespace) -> Session:
     session = Session(config, rng, time.monotonic())
     opus = config.opus
     encrypted = not args.insecure
+    code = args.code or None
     offer = Offer(
-        session.ssrc, config.payload_type, opus.frame_ms, opus.bitrate, opus.fec, opus.dtx, encrypted, gcm_available()
+        session.ssrc,
+        config.payload_type,
+        opus.frame_ms,
+        opus.bitrate,
+        opus.fec,
+        opus.dtx,
+        encrypted,
+        gcm_available(),
+        code is not None,
     )
-    session.control = CallControl(offer, rng, timeout_s=args.timeout)
+    session.control = CallControl(offer, rng, timeout_s=args.timeout, code=code)
     record_timeline(args, session)
     return session
 
@@ -253,4 +280,6 @@ def security(control: CallControl) -> str:
     """What protects the call, for the status line: the words to compare, or a warning."""
     if control.keys is None:
         return "NOT ENCRYPTED (--insecure)"
+    if control.keys.sas is None:
+        return "encrypted, verified by code"
     return f'encrypted, unverified: "{control.keys.sas}"'
