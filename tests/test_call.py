@@ -262,12 +262,16 @@ def test_without_auto_answer_the_listener_asks_on_its_terminal(processes: Proces
     os.close(secondary)
     try:
         _wait_for_line(listener, "listening on")
-        call = ("call", f"127.0.0.1:{port}", "--in", "silence", "--out", "null", "--duration", "1")
+        call = ("call", f"127.0.0.1:{port}", "--in", "silence", "--out", "null", "--duration", "2")
         caller = processes.start(voip_command(*call))
         _wait_for_line(caller, "ringing")
         _wait_for_line(listener, "incoming call")
         time.sleep(0.5)  # the phone rings for a while: the caller keeps waiting
         os.write(primary, f"{reply}\n".encode())
+        if reply == "y":
+            _wait_for_line(listener, "press Enter if they match")
+            os.write(primary, b"\n")
+            _wait_for_line(listener, "words confirmed")
         _, caller_err = caller.communicate(timeout=20)
         listener.communicate(timeout=20)
     finally:
@@ -275,13 +279,27 @@ def test_without_auto_answer_the_listener_asks_on_its_terminal(processes: Proces
     assert caller.returncode == caller_exit, caller_err
     if reply == "n":
         assert caller_err.strip().splitlines()[-1] == "voip: call ended: busy"
+    else:
+        assert "encrypted, unverified" in caller_err and "read the words" in caller_err  # no terminal: no Enter
 
 
 def test_a_code_authenticates_a_call_and_three_wrong_codes_stop_the_listener(processes: Processes):
     port = free_udp_port()
     listener = processes.start(
-        voip_command("listen", "--auto-answer", "--bind", "127.0.0.1", "--port", str(port), "--code", "1-acid-tiger")
-        + ["--in", "tone:440", "--out", "null"]
+        voip_command(
+            "listen",
+            "--auto-answer",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--code",
+            "1-acid-tiger",
+            "--in",
+            "tone:440",
+            "--out",
+            "null",
+        )
     )
     _wait_for_line(listener, "listening on")
     right = run_voip(

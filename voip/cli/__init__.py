@@ -173,6 +173,11 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
         "encrypted (SRTP, keys agreed per call) and both sides show two words: read them to each other, "
         "and if they differ someone is in the middle (docs/security.md)",
     )
+    parser.add_argument(
+        "--sas-confirm",
+        action="store_true",
+        help="take the two words as compared and matching (for scripts; on a terminal, Enter confirms them)",
+    )
     add_codec_options(parser)
     add_network_options(parser)
     add_run_options(parser)

@@ -62,7 +62,8 @@ def run_call(args: argparse.Namespace) -> int:
             assert session.control is not None
             session.control.call(peer, time.monotonic())
             info(f"calling {show(peer)}", args.quiet)
-            return _finish(_converse(args, io, sock, session, answerer=None, started=args.started))
+            words = _Words(args.sas_confirm, _Terminal() if sys.stdin.isatty() else None)
+            return _finish(_converse(args, io, sock, session, None, words, started=args.started))
         finally:
             sock.close()
     finally:
@@ -77,7 +78,8 @@ def run_listen(args: argparse.Namespace) -> int:
     if args.code == "":
         args.code = new_code()
     sock = open_listening_socket(args.bind, args.port)
-    answerer = _Answerer(args.auto_answer)
+    terminal = _Terminal() if sys.stdin.isatty() else None
+    answerer = _Answerer(args.auto_answer, terminal)
     wrong_codes = 0
     try:
         info(f"listening on {show(sock.getsockname())}", args.quiet)
@@ -86,7 +88,7 @@ def run_listen(args: argparse.Namespace) -> int:
         while True:
             io = open_audio(args.source, args.out or [args.default_out], frame_samples(args))
             try:
-                ended = _converse(args, io, sock, _call_session(args), answerer)
+                ended = _converse(args, io, sock, _call_session(args), answerer, _Words(args.sas_confirm, terminal))
             finally:
                 io.close()
             wrong_codes += ended.reason.startswith("wrong code")
@@ -133,6 +135,7 @@ def _converse(
     sock: socket.socket,
     session: Session,
     answerer: _Answerer | None,
+    words: _Words,
     started: float | None = None,
 ) -> CallEnded:
     """Run one call to its end: ringing, connected, hung up by either side, or failed."""
@@ -160,7 +163,8 @@ def _converse(
                 endpoint.source = io.source
                 loop.tick_now()  # the first frame goes out now, not at the next tick
                 status.clear()
-                info(f"connected to {show(event.peer)}, {security(control)}", args.quiet)
+                info(f"connected to {show(event.peer)}, {security(control, words.confirmed)}", args.quiet)
+                words.ask(control, args.quiet)
             elif isinstance(event, PeerMoved):
                 status.clear()
                 info(f"peer moved to {show(event.peer)}", args.quiet)
@@ -174,13 +178,17 @@ def _converse(
                 ended = event
         if answerer is not None:
             answerer.poll(now)
+        words.poll(args.quiet)
         if started is not None and setup_ms is None and session.first_send is not None:
             setup_ms = (session.first_send - started) * 1000.0
         if connected_at is not None and ended is None:
             talk = f"{int(now - connected_at) // 60:02d}:{int(now - connected_at) % 60:02d}"
             status.show(
                 now,
-                lambda: f"{talk}  {security(control)}  {level_meter(io.mic)}" + status_fields(session.stats(now)),
+                lambda: (
+                    f"{talk}  {security(control, words.confirmed)}  {level_meter(io.mic)}"
+                    + status_fields(session.stats(now))
+                ),
             )
 
     def should_stop(now: float) -> bool:
@@ -222,40 +230,86 @@ def _finish(ended: CallEnded) -> int:
     return 0
 
 
-class _Answerer:
-    """Picks up at once (--auto-answer), or asks on the terminal without stopping the loop."""
+class _Terminal:
+    """Lines typed on the terminal, read by one thread for the command's life: input() would
+    block the loop. At the end of input, one "n" (a ringing call is declined)."""
 
-    def __init__(self, auto: bool) -> None:
-        self.auto = auto
+    def __init__(self) -> None:
         self._lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._ringing: CallControl | None = None
-        if not auto:  # one reader for the listener's life: input() would block the loop
-            threading.Thread(target=self._read_lines, daemon=True).start()
+        threading.Thread(target=self._read_lines, daemon=True).start()
 
     def _read_lines(self) -> None:
         for line in sys.stdin:
             self._lines.put(line)
-        self._lines.put("n")  # end of input: decline
+        self._lines.put("n")
+
+    def line(self) -> str | None:
+        return None if self._lines.empty() else self._lines.get_nowait()
+
+    def discard(self) -> None:
+        while not self._lines.empty():
+            self._lines.get_nowait()
+
+
+class _Answerer:
+    """Picks up at once (--auto-answer), or asks on the terminal without stopping the loop."""
+
+    def __init__(self, auto: bool, terminal: _Terminal | None) -> None:
+        assert auto or terminal is not None
+        self.auto = auto
+        self._terminal = terminal
+        self._ringing: CallControl | None = None
 
     def incoming(self, event: IncomingCall, control: CallControl, now: float) -> None:
         if self.auto:
             control.accept(now)
             return
-        while not self._lines.empty():  # what was typed before the call rang is no answer to it
-            self._lines.get_nowait()
+        assert self._terminal is not None
+        self._terminal.discard()  # what was typed before the call rang is no answer to it
         print(f"answer the call from {show(event.peer)}? [Y/n] ", end="", file=sys.stderr, flush=True)
         self._ringing = control
 
     def poll(self, now: float) -> None:
         control = self._ringing
-        if control is None or self._lines.empty():
+        if control is None or self._terminal is None:
+            return
+        line = self._terminal.line()
+        if line is None:
             return
         self._ringing = None
         if control.state is State.RINGING:
-            if self._lines.get_nowait().strip().lower() in ("", "y", "yes"):
+            if line.strip().lower() in ("", "y", "yes"):
                 control.accept(now)
             else:
                 control.decline(now)
+
+
+class _Words:
+    """Whether the user confirmed the words: --sas-confirm, or Enter on the terminal once shown."""
+
+    def __init__(self, confirmed: bool, terminal: _Terminal | None) -> None:
+        self.confirmed = confirmed
+        self._terminal = terminal
+        self._asked = False
+
+    def ask(self, control: CallControl, quiet: bool) -> None:
+        keys = control.keys
+        if keys is None or keys.sas is None or self.confirmed:
+            return
+        self._asked = True
+        if self._terminal is not None:
+            self._terminal.discard()
+            info(f'read the words "{keys.sas}" to each other; press Enter if they match', quiet)
+        else:
+            info(f'read the words "{keys.sas}" to each other: if they differ, hang up', quiet)
+
+    def poll(self, quiet: bool) -> None:
+        if not self._asked or self.confirmed or self._terminal is None:
+            return
+        line = self._terminal.line()
+        if line is not None and line.strip().lower() in ("", "y", "yes"):
+            self.confirmed = True
+            info("words confirmed: the call is verified", quiet)
 
 
 @contextmanager
@@ -276,10 +330,10 @@ def _first_interrupt_sets() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def security(control: CallControl) -> str:
+def security(control: CallControl, confirmed: bool) -> str:
     """What protects the call, for the status line: the words to compare, or a warning."""
     if control.keys is None:
         return "NOT ENCRYPTED (--insecure)"
     if control.keys.sas is None:
         return "encrypted, verified by code"
-    return f'encrypted, unverified: "{control.keys.sas}"'
+    return f'encrypted, {"verified" if confirmed else "unverified"}: "{control.keys.sas}"'
