@@ -47,7 +47,6 @@ stranger's INVITE is answered BUSY.
 
 from __future__ import annotations
 
-import hmac
 import math
 import random
 import struct
@@ -62,14 +61,13 @@ from voip.crypto import (
     SPAKE_MESSAGE_BYTES,
     TAG_BYTES,
     CallKeys,
-    CodeAgreement,
     KeyAgreementError,
     KeyPair,
-    check_commitment,
     control_tag,
     tag_matches,
 )
 from voip.errors import ParseError
+from voip.handshake import CodeHandshake, Handshake, WordsHandshake, WrongCode
 
 Address = tuple[str, int] | tuple[str, int, int, int]
 MAGIC = b"vC"
@@ -340,15 +338,12 @@ class CallControl:
         self.messages_unauthenticated = 0  # from the peer's address, once keys are agreed: forged or replayed
         self.keys: CallKeys | None = None  # once agreed: SRTP and control keys, and the words to compare
         assert offer.code == (code is not None) and (offer.encrypted or code is None)
-        self._key_pair = (key_pair or KeyPair()) if offer.encrypted and code is None else None
-        self._code = code
-        self._spake: CodeAgreement | None = None
-        self._hello = b""  # INVITE's key field: the caller's commitment, or its SPAKE2 message
-        self._answer = b""  # ACCEPT's: the listener's public key, or its SPAKE2 message and confirmation
-        self._reveal = b""  # REVEAL's: the caller's public key, or its confirmation
-        self._expected_reveal = b""  # a listener with a code: the caller's confirmation
-        self._pending_keys: CallKeys | None = None  # a listener with a code: keys, once the caller confirms
-        self._peer_key = b""  # the listener's ACCEPT key field (caller): a repeat asks for REVEAL again
+        self._handshake: Handshake | None = None
+        if offer.encrypted:
+            self._handshake = CodeHandshake(code) if code is not None else WordsHandshake(key_pair)
+        self._hello = b""  # the key fields of INVITE, ACCEPT and REVEAL, kept for repeats
+        self._answer = b""
+        self._reveal = b""
         self._send_sequence = 0
         self._receive_sequence = -1  # of the last authenticated message accepted
         self._path_check: tuple[Address, bytes] | None = None  # the new address asked, and the token
@@ -373,41 +368,26 @@ class CallControl:
         self.call_id = self._rng.getrandbits(64)
         self.state = State.CALLING
         self._give_up_at = now + NO_RESPONSE_S
-        if self._key_pair is not None:
-            self._hello = self._key_pair.commitment
-        elif self._code is not None:
-            self._spake = CodeAgreement(self._code, caller=True)
-            self._hello = self._spake.message + bytes(CONFIRM_BYTES)  # padded: see KEY_FIELD_BYTES
+        if self._handshake is not None:
+            self._hello = self._handshake.hello(self.call_id)
         self._send_invite()
         self._retry(now, RETRY_FIRST_S)
 
     def accept(self, now: float) -> None:
         """Pick up the incoming call (an encrypted one connects when the caller's key comes)."""
         if self.state is State.RINGING and not self._caller:
-            if not self.offer.encrypted:
+            if self._handshake is None:
                 self._connect(now)
             else:
-                if not self._prepare_answer():
+                try:
+                    self._answer = self._handshake.answer(self._hello, self.call_id)
+                except KeyAgreementError as exc:
+                    self._end(f"key agreement failed: {exc}", normal=False)
                     return
                 self.state = State.KEYING
                 self._give_up_at = now + NO_RESPONSE_S
                 self._retry(now, RETRY_FIRST_S)
             self._send_accept()
-
-    def _prepare_answer(self) -> bool:
-        if self._key_pair is not None:
-            self._answer = self._key_pair.public
-            return True
-        assert self._code is not None
-        self._spake = CodeAgreement(self._code, caller=False)
-        try:
-            keys, mine, theirs = self._spake.agree(self._hello[:SPAKE_MESSAGE_BYTES], self.call_id)
-        except KeyAgreementError as exc:
-            self._end(f"key agreement failed: {exc}", normal=False)
-            return False
-        self._pending_keys, self._expected_reveal = keys, theirs
-        self._answer = self._spake.message + mine
-        return True
 
     def decline(self, now: float) -> None:
         if self.state is State.RINGING and not self._caller:
@@ -532,16 +512,9 @@ class CallControl:
             self._send(MessageType.PATH_RESPONSE, key=msg.key)
 
     def _on_reveal(self, msg: ControlMessage, now: float) -> None:
-        if self._key_pair is None:  # a code: the caller proves it knows it
-            if not hmac.compare_digest(msg.key, self._expected_reveal):
-                self.messages_unauthenticated += 1  # forged on the path: a wrong code comes as REFUSED
-                return
-            self.keys = self._pending_keys
-            self._connect(now)
-            return
+        assert self._handshake is not None
         try:
-            check_commitment(msg.key, self._hello)
-            self.keys = self._key_pair.agree(msg.key, False, self.call_id, self._hello)
+            self.keys = self._handshake.take_reveal(msg.key)
         except KeyAgreementError:  # forged on the path, perhaps: the caller's own may still come
             self.messages_unauthenticated += 1
             return
@@ -549,7 +522,7 @@ class CallControl:
 
     def _on_answer(self, msg: ControlMessage, now: float) -> None:
         if msg.type is MessageType.ACCEPT and self.state is State.CONNECTED and self.keys is not None:
-            if msg.key == self._peer_key:  # the listener has not had our key yet
+            if msg.key == self._answer:  # the listener has not had our REVEAL yet
                 self._send_reveal()
             return
         if self.state not in (State.CALLING, State.RINGING):
@@ -562,7 +535,7 @@ class CallControl:
             self._give_up_at = now + RING_TIMEOUT_S
             self._events.append(Ringing())
         elif msg.type is MessageType.ACCEPT and msg.offer is not None:
-            if self.offer.encrypted and not self._agree_as_caller(msg):
+            if self._handshake is not None and not self._agree_as_caller(msg):
                 return
             self.remote_offer = msg.offer
             self._connect(now)
@@ -571,23 +544,17 @@ class CallControl:
 
     def _agree_as_caller(self, msg: ControlMessage) -> bool:
         """Keys from the listener's ACCEPT; then REVEAL. False: no call (yet)."""
+        assert self._handshake is not None
         try:
-            if self._key_pair is not None:
-                self.keys = self._key_pair.agree(msg.key, True, self.call_id, self._hello)
-                self._reveal = self._key_pair.public
-            else:
-                assert self._spake is not None
-                message, confirmation = msg.key[:SPAKE_MESSAGE_BYTES], msg.key[SPAKE_MESSAGE_BYTES:]
-                keys, mine, theirs = self._spake.agree(message, self.call_id)
-                if not hmac.compare_digest(confirmation, theirs):
-                    self._send(MessageType.REFUSED, refusal=Refusal.WRONG_CODE)
-                    self._end("wrong code: the listener's code is not this one", normal=False)
-                    return False
-                self.keys, self._reveal = keys, mine
+            self.keys, self._reveal = self._handshake.take_answer(msg.key, self.call_id)
+        except WrongCode as exc:
+            self._send(MessageType.REFUSED, refusal=Refusal.WRONG_CODE)
+            self._end(f"wrong code: {exc}", normal=False)
+            return False
         except KeyAgreementError:  # not a usable key: forged, perhaps; the listener repeats ACCEPT
             self.messages_unauthenticated += 1
             return False
-        self._peer_key = msg.key
+        self._answer = msg.key
         self._send_reveal()
         return True
 

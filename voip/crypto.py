@@ -95,7 +95,7 @@ class CodeAgreement:
         self._caller = caller
         role = SPAKE2_A if caller else SPAKE2_B
         self._spake = role(normalize_code(code).encode(), idA=b"voip caller", idB=b"voip listener")
-        self.message = self._spake.start()
+        self.message: bytes = self._spake.start()
 
     def agree(self, peer_message: bytes, call_id: int) -> tuple[CallKeys, bytes, bytes]:
         """The keys, our confirmation (to send) and the one the peer must send."""
