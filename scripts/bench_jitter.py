@@ -230,9 +230,11 @@ def _drive(
     done: Callable[[], bool],
     pull_samples: int = FRAME,
 ) -> np.ndarray:
-    """Push packets as they arrive, pull every `pull_samples`, until the buffer has played everything."""
+    """Push packets as they arrive, pull every `pull_samples`, until the buffer has played
+    everything; bounded at 10 s past the last arrival, whatever the receiver does."""
     out, k, tick = [], 0, 0
-    while k < len(arrivals) or not done():
+    last_tick = (arrivals[-1].time + 10.0) * SAMPLE_RATE / pull_samples
+    while (k < len(arrivals) or not done()) and tick < last_tick:
         now = tick * pull_samples / SAMPLE_RATE
         while k < len(arrivals) and arrivals[k].time <= now:
             push(arrivals[k].index, packets[arrivals[k].index], arrivals[k].time)
@@ -277,6 +279,7 @@ class SequenceOnly:
         self.next: int | None = None
         self.late = self.concealed = 0
         self.delays: list[float] = []
+        self.ended = False  # everything has arrived (as a BYE would say): nothing more to wait for
 
     def push(self, index: int, payload: bytes, now: float) -> None:
         if self.next is not None and index < self.next:
@@ -298,7 +301,7 @@ class SequenceOnly:
             self.delays.append(now - packet[1])
             return self.decoder.decode(packet[0])
         self.concealed += 1
-        if sum(1 for i in self.buffer if i > self.next) >= self.PREFETCH:
+        if self.ended or sum(1 for i in self.buffer if i > self.next) >= self.PREFETCH:
             self.next += 1  # give the missing packet up; the delay it built up stays
         return self.decoder.conceal(samples)
 
@@ -306,7 +309,13 @@ class SequenceOnly:
 def run_sequence_only(packets: list[bytes], arrivals: list[Arrival]) -> Played:
     buffer = SequenceOnly()
     last = max(a.index for a in arrivals)
-    out = _drive(arrivals, packets, buffer.push, buffer.pull, lambda: buffer.drained(last))
+    final = arrivals[-1].index
+
+    def push(index: int, payload: bytes, now: float) -> None:
+        buffer.push(index, payload, now)
+        buffer.ended = buffer.ended or index == final
+
+    out = _drive(arrivals, packets, push, buffer.pull, lambda: buffer.drained(last))
     return Played(out, _mean_path_ms(arrivals), 1000 * float(np.mean(buffer.delays)), buffer.late, buffer.concealed)
 
 
