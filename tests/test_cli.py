@@ -125,37 +125,35 @@ def test_loopback_reports_latency_and_writes_all_stats_keys(tmp_path):
     shutil.which("ffmpeg") is None and not __import__("os").environ.get("CI"),
     reason="ffmpeg not installed (scripts/test installs it; CI must have it)",
 )
-def test_ffmpeg_decodes_what_voip_send_sends_from_its_sdp(tmp_path, speech, processes: Processes):
+def test_ffmpeg_decrypts_and_decodes_what_voip_send_sends_from_its_sdp(tmp_path, speech, processes: Processes):
+    """`voip send --sdp` sends SRTP and writes its key into the SDP (SDES): ffmpeg, given the
+    file, decrypts the stream. The source leads with 2 s of silence, so ffmpeg can start
+    once the SDP is written and still hear all of the speech."""
     port = free_udp_port()
-    sdp, out = tmp_path / "stream.sdp", tmp_path / "ffmpeg.wav"
-    # Write the SDP first (a send to a closed port), so ffmpeg can be listening before the real send.
-    probe = run_voip("send", "silence", f"127.0.0.1:{port}", "--sdp", str(sdp), "--duration", "0.1", "--quiet")
-    assert probe.returncode == 0, probe.stderr
-    assert "a=rtpmap:111 opus/48000/2" in sdp.read_text()
-    ffmpeg = processes.start(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-protocol_whitelist",
-            "file,udp,rtp",
-            "-i",
-            str(sdp),
-            "-t",
-            "30",
-            "-y",
-            str(out),
-        ]
-    )
-    time.sleep(1.5)
-    sent = run_voip("send", SPEECH, f"127.0.0.1:{port}", "--quiet")
-    assert sent.returncode == 0, sent.stderr
+    sdp, out, source = tmp_path / "stream.sdp", tmp_path / "ffmpeg.wav", tmp_path / "lead.wav"
+    sf.write(source, np.concatenate([np.zeros(2 * 48000, dtype=np.float32), speech]), 48000)
+    sender = processes.start(voip_command("send", str(source), f"127.0.0.1:{port}", "--sdp", str(sdp), "--quiet"))
+    deadline = time.monotonic() + 10
+    while not (sdp.exists() and sdp.stat().st_size) and time.monotonic() < deadline:  # written before the first packet
+        time.sleep(0.02)
+    text = sdp.read_text()
+    assert "m=audio" in text and "RTP/SAVP 111" in text and "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in text
+    assert sdp.stat().st_mode & 0o077 == 0  # the key is readable by its owner only
+    ffmpeg_args = ["-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp"]
+    ffmpeg = processes.start(["ffmpeg", *ffmpeg_args, "-i", str(sdp), "-t", "30", "-y", str(out)])
+    _, err = sender.communicate(timeout=30)
+    assert sender.returncode == 0, err
     ffmpeg.communicate(timeout=40)
     assert ffmpeg.returncode == 0
     decoded = read_48k(out)
-    assert abs(len(decoded) - len(speech)) < 48000 // 2
     assert pesq_wb(speech, decoded) >= 3.5
+
+
+def test_with_insecure_the_sdp_describes_plain_rtp(tmp_path):
+    sdp = tmp_path / "plain.sdp"
+    probe = run_voip("send", "silence", "127.0.0.1:5999", "--sdp", str(sdp), "--insecure", "--duration", "0.1")
+    assert probe.returncode == 0, probe.stderr
+    assert "RTP/AVP 111" in sdp.read_text() and "a=crypto" not in sdp.read_text()
 
 
 def _one_clear_line(result) -> str:

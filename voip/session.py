@@ -89,7 +89,9 @@ class Session:
     """One media stream each way. With `control`, one call: media flows only while connected,
     to and from the peer the call connected, and every packet from the peer keeps it alive."""
 
-    def __init__(self, config: SessionConfig, rng: random.Random, now: float) -> None:
+    def __init__(self, config: SessionConfig, rng: random.Random, now: float, srtp: SrtpContext | None = None) -> None:
+        """`srtp` protects a stream whose keys were set up outside a call (SDES); a call's come
+        from its control once connected."""
         self.config = config
         self.control: CallControl | None = None  # set to make this session a call (its offer names our SSRC)
         self._rng = rng
@@ -129,7 +131,7 @@ class Session:
         # receiver state
         self.packets_invalid = 0
         self._media_unauthenticated = 0  # SRTP or SRTCP that failed authentication or the replay check
-        self._srtp: SrtpContext | None = None  # once an encrypted call connects
+        self._srtp = srtp  # given, or once an encrypted call connects
         self._media_foreign = 0
         self._fec_packets = 0  # received packets that carry in-band FEC for the one before
         self.remote_jitter_ms: float | None = None

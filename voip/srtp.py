@@ -8,10 +8,11 @@ under the peer's. libsrtp keeps the replay window (a replayed or tampered packet
 from __future__ import annotations
 
 import functools
+import os
 
 import pylibsrtp
 
-from voip.crypto import CallKeys
+from voip.crypto import CallKeys, DirectionKeys
 
 GCM_SALT_BYTES = 12
 CM_SALT_BYTES = 14
@@ -34,6 +35,13 @@ def gcm_available() -> bool:
     except pylibsrtp.Error:
         return False
     return True
+
+
+def sdes_keys() -> CallKeys:
+    """Fresh keys for a stream described by SDES (RFC 4568: `a=crypto` in SDP), for senders
+    whose receiver reads them from the SDP file: the same key both ways, no control key."""
+    key = DirectionKeys(os.urandom(MASTER_KEY_BYTES + CM_SALT_BYTES), b"")
+    return CallKeys(send=key, receive=key, sas=None)
 
 
 class SrtpContext:

@@ -67,7 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument("file", help=f"what to send: {SOURCES}")
     send.add_argument("destination", metavar="HOST[:PORT]", help=f"receiver address (port {DEFAULT_PORT})")
-    send.add_argument("--sdp", metavar="PATH", help="write an SDP description of the stream (for ffmpeg)")
+    send.add_argument(
+        "--sdp",
+        metavar="PATH",
+        help="write an SDP description of the stream (for ffmpeg or GStreamer); the stream is then SRTP "
+        "and the file holds its key (SDES): keep it secret, or add --insecure for plain RTP",
+    )
+    send.add_argument("--insecure", action="store_true", help="with --sdp: plain RTP, no key in the SDP")
     add_codec_options(send)
     add_network_options(send)
     add_run_options(send, plot=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -89,9 +90,15 @@ def show(addr: tuple[str, int] | tuple[str, int, int, int] | tuple[object, ...])
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def write_text(path: str, text: str) -> None:
+def write_text(path: str, text: str, secret: bool = False) -> None:
+    """Write a file; a `secret` one (it holds a key) is readable by its owner only, from the start."""
     try:
-        Path(path).write_text(text)
+        if secret:
+            Path(path).unlink(missing_ok=True)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+                file.write(text)
+        else:
+            Path(path).write_text(text)
     except OSError as exc:
         raise VoipError(f"cannot write {path!r}: {exc.strerror or exc}") from None
 

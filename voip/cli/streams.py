@@ -37,6 +37,7 @@ from voip.latency import CLICK_PERIOD_S, LatencyProbe, LatencyReport, find_echoe
 from voip.netsim import NetworkSpec
 from voip.sdp import opus_sdp
 from voip.session import Address, ByeReceived, Session, StreamStarted
+from voip.srtp import SrtpContext, sdes_keys
 from voip.stats import StreamStats
 
 
@@ -69,9 +70,13 @@ def run_send(args: argparse.Namespace) -> int:
 
 def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, remote: Address) -> int:
     sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
-    session = Session(session_config(args, remote), random.Random(), time.monotonic())
+    keys = sdes_keys() if args.sdp and not args.insecure else None
+    srtp = SrtpContext(keys, gcm=False) if keys is not None else None
+    session = Session(session_config(args, remote), random.Random(), time.monotonic(), srtp)
     if args.sdp:
-        write_text(args.sdp, opus_sdp(remote[0], remote[1], args.payload_type, session.config.opus, session.ssrc))
+        key = keys.send.srtp if keys is not None else None
+        sdp = opus_sdp(remote[0], remote[1], args.payload_type, session.config.opus, session.ssrc, key)
+        write_text(args.sdp, sdp, secret=key is not None)
     endpoint = io.endpoint(session, sock, network=simulator(args))
     total = getattr(io.source, "duration_s", None)
     status = StatusLine(args.quiet)
