@@ -11,12 +11,14 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import Processes, free_udp_port, voip_command
 from tests.test_call import SPEECH_A, _listener, _wait_for_line
 from voip.control import ControlMessage, MessageType
+from voip.crypto import CONFIRM_BYTES, SPAKE_MESSAGE_BYTES, CodeAgreement, KeyPair
 from voip.io.files import read_48k
 from voip.quality import pesq_wb
 from voip.rtcp import Bye, serialize_compound
@@ -58,6 +60,7 @@ class Attacker(threading.Thread):
         self.move_at = time.monotonic() + move_after_s if move_after_s else math.inf
         self.old_backs: list[socket.socket] = []  # after a move, replies to the old port still come in
         self.moved_to: int | None = None
+        self.rewrite: Callable[[bytes], bytes] | None = None  # a man in the middle's hand on the handshake
         self._halt = threading.Event()
 
     @property
@@ -96,6 +99,8 @@ class Attacker(threading.Thread):
 
     def _relay(self, data: bytes, sock: socket.socket, to: tuple[str, int], way: str) -> int:
         self._learn(data)
+        if self.rewrite is not None:
+            data = self.rewrite(data)
         seen = self.seen[way]
         seen.append(data)
         out = bytearray(data)
@@ -204,3 +209,67 @@ def test_a_call_follows_a_caller_whose_port_changes(tmp_path, speech, processes:
     assert relay.moved_to is not None and f"peer moved to 127.0.0.1:{relay.moved_to}" in listener_err
     for got in (got_caller, got_listener):
         assert pesq_wb(speech, read_48k(got), max_lag_s=1.0) >= 3.3
+
+
+class KeySwap:
+    """A man in the middle on the handshake. By words: its own commitment and key to the
+    listener, its own key to the caller, so each side agrees keys with it and not with the
+    other. By code: SPAKE2 messages of its own, made with a guess of the code."""
+
+    OFFER_END = 12 + 11  # header, then the offer; the key field follows
+    KEY = 32
+    SPAKE = SPAKE_MESSAGE_BYTES + CONFIRM_BYTES
+
+    def __init__(self, guess: str) -> None:
+        self.to_listener, self.to_caller = KeyPair(), KeyPair()
+        self.guess = guess
+        self.caller_message = b""
+
+    def __call__(self, data: bytes) -> bytes:
+        if data[:2] != b"vC" or len(data) < 12:
+            return data
+        kind, head = data[3] & 0x7F, data[: self.OFFER_END]
+        if kind == MessageType.INVITE and len(data) == self.OFFER_END + self.KEY:
+            return head + self.to_listener.commitment
+        if kind == MessageType.ACCEPT and len(data) == self.OFFER_END + self.KEY:
+            return head + self.to_caller.public
+        if kind == MessageType.REVEAL and len(data) == 12 + self.KEY:
+            return data[:12] + self.to_listener.public
+        if kind == MessageType.INVITE and len(data) == self.OFFER_END + self.SPAKE:
+            self.caller_message = data[self.OFFER_END : self.OFFER_END + SPAKE_MESSAGE_BYTES]
+            return head + CodeAgreement(self.guess, caller=True).message + bytes(CONFIRM_BYTES)
+        if kind == MessageType.ACCEPT and len(data) == self.OFFER_END + self.SPAKE and self.caller_message:
+            as_listener = CodeAgreement(self.guess, caller=False)
+            _, confirmation, _ = as_listener.agree(self.caller_message, int.from_bytes(data[4:12], "big"))
+            return head + as_listener.message + confirmation
+        return data
+
+
+@pytest.mark.parametrize("code", [None, "4-pilot-zebra"])
+def test_a_man_in_the_middle_shows_different_words_or_fails_the_code(processes: Processes, code):
+    port = free_udp_port()
+    with_code = ("--code", code) if code else ()
+    listener = _listener(processes, "127.0.0.1", port, "--in", "silence", "--out", "null", *with_code)
+    relay = Attacker(("127.0.0.1", port), 0.0, seconds=30.0, attack=False)
+    relay.rewrite = KeySwap(guess="5-pilot-zebra")
+    relay.start()
+    try:
+        caller = processes.start(
+            voip_command(
+                "call", f"127.0.0.1:{relay.port}", "--in", "silence", "--out", "null", "--duration", "2", *with_code
+            )
+        )
+        _, caller_err = caller.communicate(timeout=40)
+        if code is None:
+            listener_line = _wait_for_line(listener, "connected to")
+    finally:
+        relay.stop()
+    if code is not None:
+        assert caller.returncode == 1
+        assert (
+            caller_err.strip().splitlines()[-1] == "voip: call ended: wrong code: the listener's code is not this one"
+        )
+        return
+    caller_line = next(line for line in caller_err.splitlines() if "connected to" in line)
+    words = [line.split("unverified: ")[1].strip() for line in (caller_line, listener_line)]
+    assert words[0] != words[1]  # read aloud, they give the man in the middle away (1 in 65,536 match)
