@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from spake2 import SPAKE2_A, SPAKE2_B
 
 from voip.errors import ParseError
 from voip.sas_words import WORDS
@@ -92,6 +91,8 @@ class CodeAgreement:
     one guess per call, no more. No words to compare."""
 
     def __init__(self, code: str, caller: bool) -> None:
+        from spake2 import SPAKE2_A, SPAKE2_B  # imported on use: ~20 ms that calls without a code do not need
+
         self._caller = caller
         role = SPAKE2_A if caller else SPAKE2_B
         self._spake = role(normalize_code(code).encode(), idA=b"voip caller", idB=b"voip listener")
