@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import time
 
@@ -251,3 +253,81 @@ def test_drift_with_a_microphone_is_refused_not_ignored():
     assert line == "voip: --network drift= runs a file source's clock fast or slow; a microphone keeps its own clock"
     usage = run_voip("loopback", "--network", "drift=20000ppm")  # argparse: usage, then the error
     assert usage.returncode == 2 and usage.stderr.strip().endswith("drift must be within +-10000 ppm")
+
+
+def _lead_silence(tmp_path, speech, seconds: float = 2.0):
+    """The speech after `seconds` of silence: a receiver started once the SDP is written still
+    hears all of the speech."""
+    path = tmp_path / "lead.wav"
+    sf.write(path, np.concatenate([np.zeros(int(seconds * 48000), dtype=np.float32), speech]), 48000)
+    return path
+
+
+def _wait_for_file(path, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return path.read_text()
+
+
+def test_voip_receive_decrypts_what_voip_send_describes_in_its_sdp(tmp_path, speech, processes: Processes):
+    port = free_udp_port()
+    sdp, out = tmp_path / "stream.sdp", tmp_path / "got.wav"
+    source = _lead_silence(tmp_path, speech)
+    sender = processes.start(voip_command("send", str(source), f"127.0.0.1:{port}", "--sdp", str(sdp), "--quiet"))
+    assert "a=crypto" in _wait_for_file(sdp)
+    received = run_voip(
+        "receive",
+        "--sdp",
+        str(sdp),
+        "--bind",
+        "127.0.0.1",
+        "--out",
+        str(out),
+        "--stats-json",
+        str(tmp_path / "rx.json"),
+        "--duration",
+        "30",
+    )
+    sender.communicate(timeout=30)
+    assert received.returncode == 0, received.stderr
+    assert "SRTP, key from the SDP" in received.stderr and "sender said goodbye" in received.stderr
+    assert json.loads((tmp_path / "rx.json").read_text())["packets_unauthenticated"] == 0
+    assert pesq_wb(speech, read_48k(out), max_lag_s=3.0) >= 3.5
+
+
+@pytest.mark.skipif(
+    shutil.which("ffmpeg") is None and not __import__("os").environ.get("CI"),
+    reason="ffmpeg not installed (scripts/test installs it; CI must have it)",
+)
+def test_voip_receive_plays_an_ffmpeg_sender_from_its_sdp(tmp_path, speech, processes: Processes):
+    """ffmpeg's Opus goes out as payload type 97: the SDP it writes tells voip receive so."""
+    port = free_udp_port()
+    sdp, out = tmp_path / "ffmpeg.sdp", tmp_path / "got.wav"
+    source = _lead_silence(tmp_path, speech)
+    ffmpeg_args = ["-hide_banner", "-loglevel", "error", "-re", "-i", str(source), "-c:a", "libopus", "-b:a", "32k"]
+    ffmpeg = processes.start(["ffmpeg", *ffmpeg_args, "-f", "rtp", "-sdp_file", str(sdp), f"rtp://127.0.0.1:{port}"])
+    assert "opus/48000" in _wait_for_file(sdp)
+    stats = tmp_path / "rx.json"
+    receiver = processes.start(
+        voip_command(
+            "receive",
+            "--sdp",
+            str(sdp),
+            "--bind",
+            "127.0.0.1",
+            "--out",
+            str(out),
+            "--stats-json",
+            str(stats),
+            "--quiet",
+        )
+    )
+    ffmpeg.communicate(timeout=30)
+    assert ffmpeg.returncode == 0
+    time.sleep(1.0)  # what is buffered plays out; ffmpeg sends no BYE
+    os.kill(receiver.pid, signal.SIGINT)
+    _, err = receiver.communicate(timeout=10)
+    assert receiver.returncode == 0, err
+    assert json.loads(stats.read_text())["packets_invalid"] == 0
+    assert pesq_wb(speech, read_48k(out), max_lag_s=3.0) >= 3.5

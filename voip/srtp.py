@@ -37,11 +37,11 @@ def gcm_available() -> bool:
     return True
 
 
-def sdes_keys() -> CallKeys:
-    """Fresh keys for a stream described by SDES (RFC 4568: `a=crypto` in SDP), for senders
-    whose receiver reads them from the SDP file: the same key both ways, no control key."""
-    key = DirectionKeys(os.urandom(MASTER_KEY_BYTES + CM_SALT_BYTES), b"")
-    return CallKeys(send=key, receive=key, sas=None)
+def sdes_keys(key: bytes | None = None) -> CallKeys:
+    """Keys for a stream described by SDES (RFC 4568: `a=crypto` in SDP): `key` (master key
+    and salt) as read from an SDP, or a fresh one to write into it; the same both ways."""
+    direction = DirectionKeys(key or os.urandom(MASTER_KEY_BYTES + CM_SALT_BYTES), b"")
+    return CallKeys(send=direction, receive=direction, sas=None)
 
 
 class SrtpContext:

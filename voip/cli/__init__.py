@@ -86,8 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
         "play it out through the jitter buffer to the speaker or the --out sinks. Ends when the "
         "sender says BYE.",
     )
-    receive.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
+    receive.add_argument(
+        "--port", type=int, default=None, help=f"UDP port (default {DEFAULT_PORT}, or the one the SDP names)"
+    )
     receive.add_argument("--bind", default="0.0.0.0", help="local address (default 0.0.0.0; :: for IPv6)")
+    receive.add_argument(
+        "--sdp",
+        metavar="PATH",
+        help="receive the stream an SDP describes (ffmpeg's -sdp_file, `voip send --sdp`, or by hand): "
+        "its port, its Opus payload type and, for SRTP, its key (a=crypto, AES_CM_128_HMAC_SHA1_80)",
+    )
     add_out_option(receive, default="speaker")
     add_codec_options(receive, sending=False)
     add_run_options(receive)

@@ -90,6 +90,13 @@ def show(addr: tuple[str, int] | tuple[str, int, int, int] | tuple[object, ...])
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError as exc:
+        raise VoipError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+
+
 def write_text(path: str, text: str, secret: bool = False) -> None:
     """Write a file; a `secret` one (it holds a key) is readable by its owner only, from the start."""
     try:

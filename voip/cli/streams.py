@@ -14,6 +14,7 @@ from voip.cli.console import (
     draw_timeline,
     info,
     level_meter,
+    read_text,
     record_timeline,
     show,
     status_fields,
@@ -35,7 +36,7 @@ from voip.io.media import AudioIO, open_audio
 from voip.io.udp import open_socket, parse_host_port, resolve
 from voip.latency import CLICK_PERIOD_S, LatencyProbe, LatencyReport, find_echoes, mean_ms, median_ms
 from voip.netsim import NetworkSpec
-from voip.sdp import opus_sdp
+from voip.sdp import opus_sdp, parse_opus_sdp
 from voip.session import Address, ByeReceived, Session, StreamStarted
 from voip.srtp import SrtpContext, sdes_keys
 from voip.stats import StreamStats
@@ -116,12 +117,20 @@ def run_receive(args: argparse.Namespace) -> int:
 
 
 def _receive(args: argparse.Namespace, io: AudioIO) -> int:
-    sock = open_socket(args.bind, args.port)
-    session = Session(session_config(args), random.Random(), time.monotonic())
+    port, srtp = args.port, None
+    if args.sdp:
+        stream = parse_opus_sdp(read_text(args.sdp))
+        port = args.port if args.port is not None else stream.port
+        args.payload_type = stream.payload_type
+        if stream.srtp_key is not None:
+            srtp = SrtpContext(sdes_keys(stream.srtp_key), gcm=False)
+    sock = open_socket(args.bind, port if port is not None else DEFAULT_PORT)
+    session = Session(session_config(args), random.Random(), time.monotonic(), srtp)
     record_timeline(args, session)
     endpoint = io.endpoint(session, sock)
     status = StatusLine(args.quiet)
-    info(f"listening on {show(sock.getsockname())}, playing to {io.output_description}", args.quiet)
+    encrypted = " (SRTP, key from the SDP)" if srtp is not None else ""
+    info(f"listening on {show(sock.getsockname())}{encrypted}, playing to {io.output_description}", args.quiet)
 
     def on_tick(now: float) -> None:
         for event in iter(session.next_event, None):
