@@ -331,3 +331,10 @@ def test_voip_receive_plays_an_ffmpeg_sender_from_its_sdp(tmp_path, speech, proc
     assert receiver.returncode == 0, err
     assert json.loads(stats.read_text())["packets_invalid"] == 0
     assert pesq_wb(speech, read_48k(out), max_lag_s=3.0) >= 3.5
+
+
+@pytest.mark.parametrize("command", [("receive", "--out", "null"), ("listen", "--auto-answer")])
+def test_a_port_out_of_range_is_refused_before_anything_starts(command):
+    result = run_voip(*command, "--port", "99999")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("port 99999 is out of range: 1..65535 (0 for any free port)")

@@ -17,6 +17,7 @@ from voip.cli.options import (
     add_network_options,
     add_out_option,
     add_run_options,
+    port_number,
     positive_seconds,
 )
 from voip.cli.streams import run_devices, run_loopback, run_receive, run_send
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sender says BYE.",
     )
     receive.add_argument(
-        "--port", type=int, default=None, help=f"UDP port (default {DEFAULT_PORT}, or the one the SDP names)"
+        "--port", type=port_number, default=None, help=f"UDP port (default {DEFAULT_PORT}, or the one the SDP names)"
     )
     receive.add_argument("--bind", default="0.0.0.0", help="local address (default 0.0.0.0; :: for IPv6)")
     receive.add_argument(
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Wait for `voip call`, one call at a time; while in a call, other callers hear busy. "
         "Asks on the terminal whether to answer, unless --auto-answer.",
     )
-    listen.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
+    listen.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"UDP port (default {DEFAULT_PORT})")
     listen.add_argument("--bind", default="::", help="local address (default ::, which takes IPv6 and IPv4)")
     listen.add_argument("--once", action="store_true", help="exit after one call (with its exit code)")
     listen.add_argument("--auto-answer", action="store_true", help="answer every call without asking")

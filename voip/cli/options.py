@@ -100,6 +100,17 @@ def _network(text: str) -> NetworkSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def port_number(text: str) -> int:
+    """A UDP port for --port: 1..65535, or 0 for any free one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port {text!r}: expected a number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is out of range: 1..65535 (0 for any free port)")
+    return value
+
+
 def positive_seconds(text: str) -> float:
     try:
         value = float(text)
