@@ -123,22 +123,33 @@ def test_loopback_reports_latency_and_writes_all_stats_keys(tmp_path):
     assert 3.6 < values["mos"] < 3.9  # a clean path on one machine: only the codec's own impairment
 
 
+def _lead_silence(tmp_path, speech, seconds: float = 2.0):
+    """The speech after `seconds` of silence: a receiver started once the SDP is written still
+    hears all of the speech."""
+    path = tmp_path / "lead.wav"
+    sf.write(path, np.concatenate([np.zeros(int(seconds * 48000), dtype=np.float32), speech]), 48000)
+    return path
+
+
+def _wait_for_file(path, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return path.read_text()
+
+
 @pytest.mark.skipif(
     shutil.which("ffmpeg") is None and not __import__("os").environ.get("CI"),
     reason="ffmpeg not installed (scripts/test installs it; CI must have it)",
 )
 def test_ffmpeg_decrypts_and_decodes_what_voip_send_sends_from_its_sdp(tmp_path, speech, processes: Processes):
     """`voip send --sdp` sends SRTP and writes its key into the SDP (SDES): ffmpeg, given the
-    file, decrypts the stream. The source leads with 2 s of silence, so ffmpeg can start
-    once the SDP is written and still hear all of the speech."""
+    file, decrypts the stream."""
     port = free_udp_port()
-    sdp, out, source = tmp_path / "stream.sdp", tmp_path / "ffmpeg.wav", tmp_path / "lead.wav"
-    sf.write(source, np.concatenate([np.zeros(2 * 48000, dtype=np.float32), speech]), 48000)
+    sdp, out = tmp_path / "stream.sdp", tmp_path / "ffmpeg.wav"
+    source = _lead_silence(tmp_path, speech)
     sender = processes.start(voip_command("send", str(source), f"127.0.0.1:{port}", "--sdp", str(sdp), "--quiet"))
-    deadline = time.monotonic() + 10
-    while not (sdp.exists() and sdp.stat().st_size) and time.monotonic() < deadline:  # written before the first packet
-        time.sleep(0.02)
-    text = sdp.read_text()
+    text = _wait_for_file(sdp)  # written before the first packet
     assert "m=audio" in text and "RTP/SAVP 111" in text and "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in text
     assert sdp.stat().st_mode & 0o077 == 0  # the key is readable by its owner only
     ffmpeg_args = ["-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp"]
@@ -253,21 +264,6 @@ def test_drift_with_a_microphone_is_refused_not_ignored():
     assert line == "voip: --network drift= runs a file source's clock fast or slow; a microphone keeps its own clock"
     usage = run_voip("loopback", "--network", "drift=20000ppm")  # argparse: usage, then the error
     assert usage.returncode == 2 and usage.stderr.strip().endswith("drift must be within +-10000 ppm")
-
-
-def _lead_silence(tmp_path, speech, seconds: float = 2.0):
-    """The speech after `seconds` of silence: a receiver started once the SDP is written still
-    hears all of the speech."""
-    path = tmp_path / "lead.wav"
-    sf.write(path, np.concatenate([np.zeros(int(seconds * 48000), dtype=np.float32), speech]), 48000)
-    return path
-
-
-def _wait_for_file(path, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and path.stat().st_size) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return path.read_text()
 
 
 def test_voip_receive_decrypts_what_voip_send_describes_in_its_sdp(tmp_path, speech, processes: Processes):
