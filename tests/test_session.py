@@ -17,6 +17,7 @@ from voip.quality import align, pesq_wb
 from voip.rtp import RtpPacket, is_rtcp, is_rtp_or_rtcp
 from voip.session import ByeReceived, Session, SessionConfig, StreamStarted
 from voip.simulate import simulate
+from voip.srtp import SrtpContext, sdes_keys
 
 PEER = ("127.0.0.1", 4000)
 
@@ -247,3 +248,27 @@ def test_unauthenticated_packets_from_a_new_address_never_move_a_call(speech):
     listener.receive_datagram(path_response.serialize(bytes(32), 99), stranger, 1.0)
     assert listener.remote == ("127.0.0.1", 40000)
     assert not any(isinstance(e, PeerMoved) for e in iter(listener.next_event, None))
+
+
+def test_a_stream_keyed_by_sdp_plays_and_drops_what_does_not_authenticate(speech):
+    """SDES (a key from an SDP, no call): SRTP from the sender plays; the same key's packets
+    from another address, and packets under another key, are dropped, and nothing raises."""
+    keys = sdes_keys()
+    sender = Session(SessionConfig(remote=PEER), random.Random(1), 0.0, SrtpContext(keys, gcm=False))
+    receiver = Session(SessionConfig(), random.Random(2), 0.0, SrtpContext(keys, gcm=False))
+    stranger = Session(SessionConfig(remote=PEER), random.Random(3), 0.0, SrtpContext(sdes_keys(), gcm=False))
+    elsewhere = ("127.0.0.1", 4001)
+    for i in range(100):
+        now = i * 0.02
+        sender.send_audio(speech[i * 960 : (i + 1) * 960], now)
+        stranger.send_audio(speech[i * 960 : (i + 1) * 960], now)
+        for data, _ in sender.datagrams_to_send(now):
+            receiver.receive_datagram(data, PEER, now)
+            if i >= 50:
+                receiver.receive_datagram(data, elsewhere, now)  # a copy from elsewhere: never played
+        for data, _ in stranger.datagrams_to_send(now):
+            receiver.receive_datagram(data, PEER, now)
+        receiver.pull_audio(960, now)
+    stats = receiver.stats(2.0)
+    assert stats.packets_received == 100 and stats.packets_unauthenticated >= 100
+    assert stats.packets_foreign >= 50 and stats.packets_duplicate == 0

@@ -229,8 +229,10 @@ class Session:
                 else:
                     self._media_unauthenticated += 1  # dropped before it touches any state
                 return
-            if elsewhere:  # the peer's own keys, from a new address: it may have moved
-                assert self.control is not None
+            if elsewhere:  # the peer's own keys, from a new address: a call checks whether it moved
+                if self.control is None:
+                    self._media_foreign += 1
+                    return
                 self.control.check_path(addr, now)
         try:
             if is_rtcp(data):
