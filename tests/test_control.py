@@ -413,3 +413,14 @@ def test_with_a_code_no_answer_is_larger_than_the_invite():
     listener.receive_datagram(invite, CALLER, 0.1)
     ((again, _),) = listener.datagrams_to_send()
     assert ControlMessage.parse(again).type is MessageType.ACCEPT and len(again) <= len(invite)
+
+
+@given(st.binary(max_size=120), st.sampled_from([1, 2, 3, 5, 6, 7, 8, 9, 10, 0x85, 0x86, 0x89, 0x8A]))
+def test_random_control_messages_never_move_an_encrypted_call(body: bytes, kind: int):
+    """Any version-2 message of any type, with the right call id, from the peer's own address
+    and from a stranger's: never raises, and the call stays connected to where it was."""
+    caller, listener = secure_connected_pair()
+    data = b"vC\x02" + bytes((kind,)) + caller.call_id.to_bytes(8, "big") + body
+    for control, source in ((listener, CALLER), (listener, STRANGER), (caller, LISTENER)):
+        control.receive_datagram(data, source, 1.0)
+        assert control.connected and control.peer == (LISTENER if control is caller else CALLER)
