@@ -76,8 +76,18 @@ def summary(title: str, stats: StreamStats, args: argparse.Namespace, extra: dic
         return
     print(f"{title}:")
     for key, value in values.items():
-        shown = "-" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
-        print(f"  {key:22} {shown}")
+        print(f"  {key:23} {_shown(key, value)}")
+
+
+def _shown(key: str, value: object) -> str:
+    """A statistic for people: fractions as percentages, the MOS to two decimals, the rest to one."""
+    if value is None:
+        return "-"
+    if not isinstance(value, float):
+        return str(value)
+    if key.endswith("fraction_lost"):
+        return f"{value:.1%}"
+    return f"{value:.2f}" if key == "mos" else f"{value:.1f}"
 
 
 def info(text: str, quiet: bool) -> None:
