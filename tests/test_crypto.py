@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from voip.crypto import KeyAgreementError, KeyPair, check_commitment, control_tag, tag_matches
+from voip.crypto import (
+    CodeAgreement,
+    KeyAgreementError,
+    KeyPair,
+    check_commitment,
+    control_tag,
+    new_code,
+    normalize_code,
+    tag_matches,
+)
 from voip.sas_words import WORDS
 from voip.srtp import SrtpContext, SrtpError, gcm_available
 
@@ -84,3 +93,21 @@ def test_srtp_round_trip_and_tampered_or_replayed_packets_fail(gcm):
         b.unprotect(bytes(tampered))
     with pytest.raises(SrtpError):
         a.unprotect(a.protect(rtp[:3] + b"\x03" + rtp[4:]))  # our own keys are not the peer's
+
+
+def test_a_code_reads_the_same_however_it_is_typed():
+    assert normalize_code(" 7 Guitar  harbor ") == normalize_code("7-guitar-harbor") == "7-guitar-harbor"
+    code = new_code()
+    number, first, second = code.split("-")
+    assert 0 <= int(number) < 100 and first in WORDS and second in WORDS
+
+
+def test_the_same_code_gives_both_sides_the_same_keys_and_confirmations():
+    caller, listener = CodeAgreement("7-guitar-harbor", True), CodeAgreement("7 GUITAR harbor", False)
+    caller_keys, caller_proof, expected_from_listener = caller.agree(listener.message, 9)
+    listener_keys, listener_proof, expected_from_caller = listener.agree(caller.message, 9)
+    assert caller_keys.send == listener_keys.receive and caller_keys.sas is None
+    assert caller_proof == expected_from_caller and listener_proof == expected_from_listener
+    wrong = CodeAgreement("7-guitar-harbour", True)
+    _, wrong_proof, _ = wrong.agree(CodeAgreement("7-guitar-harbor", False).message, 9)
+    assert wrong_proof != expected_from_caller

@@ -1,4 +1,5 @@
-"""Keys for one call: ephemeral X25519 with a hash commitment, HKDF, and a short authentication string.
+"""Keys for one call: ephemeral X25519 with a hash commitment and a short authentication
+string, or SPAKE2 with a code both users know; HKDF for the keys.
 
 As ZRTP does it: the caller commits to its public key (a hash of it, in INVITE) before it
 sees the listener's (in ACCEPT), and reveals it only then (REVEAL). A man in the middle
@@ -8,13 +9,16 @@ it cannot search for keys that make the two sides read the same words: with two 
 
 From the shared secret and the whole exchange (call id, commitment, both public keys),
 HKDF-SHA256 derives, per direction, an SRTP master key and salt and a control key; and
-the SAS. Pure: no I/O, and the only randomness is the key pair, given or generated.
+the SAS. With a code (`CodeAgreement`), SPAKE2's key takes the shared secret's place and
+each side proves it with a confirmation instead of words. Pure: no I/O; the only
+randomness is the key pairs and SPAKE2's scalars, and a fresh code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import struct
 from dataclasses import dataclass
@@ -139,7 +143,8 @@ def new_code() -> str:
 
 
 def normalize_code(code: str) -> str:
-    return "-".join(code.strip().lower().replace(" ", "-").split("-"))
+    """ "7 Guitar  harbor" and "7-guitar-harbor" are the same code."""
+    return "-".join(part for part in re.split(r"[\s-]+", code.lower()) if part)
 
 
 def commitment_of(public: bytes) -> bytes:
