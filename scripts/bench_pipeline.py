@@ -17,10 +17,9 @@ import time
 import numpy as np
 
 from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
-from voip.control import CallControl, Offer
+from voip.control import CallSettings
 from voip.io.files import FileSource, bundled_speech
 from voip.session import Session, SessionConfig
-from voip.srtp import gcm_available
 
 FRAME = 960
 
@@ -43,10 +42,9 @@ def bare_codec(frames: list[np.ndarray], complexity: int) -> float:
 
 def encrypted_call(opus: OpusSettings, tx: tuple[str, int], rx: tuple[str, int]) -> tuple[Session, Session]:
     """Two sessions whose call set-up (and key agreement) has run in memory."""
-    sender, receiver = (Session(SessionConfig(opus=opus), random.Random(seed), 0.0) for seed in (1, 2))
-    for session in (sender, receiver):
-        offer = Offer(session.ssrc, 111, opus.frame_ms, opus.bitrate, encrypted=True, gcm=gcm_available())
-        session.control = CallControl(offer, random.Random(3))
+    sender, receiver = (
+        Session(SessionConfig(opus=opus), random.Random(seed), 0.0, call=CallSettings()) for seed in (1, 2)
+    )
     assert sender.control is not None and receiver.control is not None
     sender.control.call(rx, 0.0)
     for _ in range(3):  # INVITE; RINGING; ACCEPT; REVEAL

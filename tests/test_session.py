@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voip.codec import OpusSettings
-from voip.control import CallControl, ControlMessage, MessageType, Offer, PeerMoved
+from voip.control import CallSettings, ControlMessage, MessageType, PeerMoved
 from voip.netsim import NetworkSpec
 from voip.playout import JitterConfig
 from voip.quality import align, pesq_wb
@@ -167,10 +167,8 @@ def encrypted_call(speech, frames: int, tamper=None, moved=None, sent_to=None):
     sessions = []
     for seed in (1, 2):
         # L16 in 10 ms packets: exact audio to compare, and SRTP packets within libsrtp's 1500 bytes
-        session = Session(SessionConfig(codec="l16", opus=OpusSettings(frame_ms=10)), random.Random(seed), 0.0)
-        offer = Offer(session.ssrc, session.config.payload_type, 10, 24000, encrypted=True, gcm=True)
-        session.control = CallControl(offer, random.Random(seed))
-        sessions.append(session)
+        config = SessionConfig(codec="l16", opus=OpusSettings(frame_ms=10))
+        sessions.append(Session(config, random.Random(seed), 0.0, call=CallSettings()))
     caller, listener = sessions
     caller.control.call(listener_addr, 0.0)
     heard = []

@@ -146,6 +146,16 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class CallSettings:
+    """What makes a media session a call (`Session(..., call=CallSettings())`): the session
+    offers what its own settings say it sends, under these terms."""
+
+    encrypted: bool = True  # keys agreed in the set-up, SRTP (False: --insecure)
+    code: str | None = None  # authenticate by a shared code (SPAKE2) instead of words
+    timeout_s: float = 30.0  # nothing from the peer this long: the call ends
+
+
+@dataclass(frozen=True)
 class ControlMessage:
     type: MessageType
     call_id: int

@@ -26,7 +26,7 @@ from voip.codec import (
     OpusSettings,
     Pcm,
 )
-from voip.control import CallControl, ControlEvent, is_control
+from voip.control import CallControl, CallSettings, ControlEvent, Offer, is_control
 from voip.errors import ParseError
 from voip.playout import JitterBuffer, JitterConfig
 from voip.rtcp import (
@@ -44,7 +44,7 @@ from voip.rtcp import (
     serialize_compound,
 )
 from voip.rtp import OPUS_PAYLOAD_TYPE, Packetizer, RtpPacket, is_rtcp, is_rtp_or_rtcp
-from voip.srtp import SrtpContext, SrtpError
+from voip.srtp import SrtpContext, SrtpError, gcm_available
 from voip.stats import ReceiverStats, StreamStats, round_trip_time
 
 Address = tuple[str, int] | tuple[str, int, int, int]
@@ -86,18 +86,25 @@ Event = StreamStarted | ByeReceived | ControlEvent
 
 
 class Session:
-    """One media stream each way. With `control`, one call: media flows only while connected,
+    """One media stream each way. With `call`, one call: media flows only while connected,
     to and from the peer the call connected, and every packet from the peer keeps it alive."""
 
-    def __init__(self, config: SessionConfig, rng: random.Random, now: float, srtp: SrtpContext | None = None) -> None:
-        """`srtp` protects a stream whose keys were set up outside a call (SDES); a call's come
-        from its control once connected."""
+    def __init__(
+        self,
+        config: SessionConfig,
+        rng: random.Random,
+        now: float,
+        srtp: SrtpContext | None = None,
+        call: CallSettings | None = None,
+    ) -> None:
+        """`srtp` protects a stream whose keys were set up outside a call (SDES); a call's keys
+        come from its control (`call`) once connected."""
         self.config = config
-        self.control: CallControl | None = None  # set to make this session a call (its offer names our SSRC)
         self._rng = rng
         self.remote = config.remote
         self.ssrc = rng.getrandbits(32)
         self.frame_samples = config.opus.frame_samples
+        self.control = _call_control(config, self.ssrc, call, rng) if call is not None else None
         self._encoder: Encoder
         self._decoder: Decoder
         if config.codec == "opus":
@@ -445,6 +452,23 @@ class Session:
             return 0.0
         elapsed = max(now - start, self.frame_samples / SAMPLE_RATE)
         return octets * 8 / elapsed / 1000.0
+
+
+def _call_control(config: SessionConfig, ssrc: int, call: CallSettings, rng: random.Random) -> CallControl:
+    """The call's control, offering what this session sends: the peer decodes by it."""
+    opus = config.opus
+    offer = Offer(
+        ssrc,
+        config.payload_type,
+        opus.frame_ms,
+        opus.bitrate,
+        opus.fec,
+        opus.dtx,
+        encrypted=call.encrypted,
+        gcm=call.encrypted and gcm_available(),
+        code=call.code is not None,
+    )
+    return CallControl(offer, rng, timeout_s=call.timeout_s, code=call.code)
 
 
 def _host_port(addr: Address) -> tuple[str, int]:

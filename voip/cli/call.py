@@ -28,9 +28,9 @@ from voip.cli.options import DEFAULT_PORT, check_drift, frame_samples, session_c
 from voip.control import (
     CallControl,
     CallEnded,
+    CallSettings,
     Connected,
     IncomingCall,
-    Offer,
     PeerBack,
     PeerMoved,
     PeerSilent,
@@ -44,7 +44,6 @@ from voip.io.loop import MediaLoop
 from voip.io.media import AudioIO, open_audio
 from voip.io.udp import open_listening_socket, open_socket, parse_host_port, resolve
 from voip.session import Session
-from voip.srtp import gcm_available
 
 MAX_WRONG_CODES = 3  # a listener with a code stops after this many: each call tests one guess
 
@@ -107,24 +106,8 @@ def _check_code(args: argparse.Namespace) -> None:
 
 
 def _call_session(args: argparse.Namespace) -> Session:
-    rng = random.Random()
-    config = session_config(args)
-    session = Session(config, rng, time.monotonic())
-    opus = config.opus
-    encrypted = not args.insecure
-    code = args.code or None
-    offer = Offer(
-        session.ssrc,
-        config.payload_type,
-        opus.frame_ms,
-        opus.bitrate,
-        opus.fec,
-        opus.dtx,
-        encrypted,
-        gcm_available(),
-        code is not None,
-    )
-    session.control = CallControl(offer, rng, timeout_s=args.timeout, code=code)
+    call = CallSettings(encrypted=not args.insecure, code=args.code or None, timeout_s=args.timeout)
+    session = Session(session_config(args), random.Random(), time.monotonic(), call=call)
     record_timeline(args, session)
     return session
 
