@@ -84,15 +84,6 @@ _SEQUENCE = struct.Struct("!Q")
 AUTHENTICATED = 0x80  # in the type byte: a sequence number and a tag follow
 TRAILER_BYTES = _SEQUENCE.size + TAG_BYTES
 FEC, DTX, ENCRYPTED, GCM, CODE = 1, 2, 4, 8, 16
-# INVITE and ACCEPT carry, when encrypted: with a code, the SPAKE2 message (INVITE padded to
-# ACCEPT's size, so that no answer is larger) and in ACCEPT the listener's confirmation;
-# otherwise the caller's commitment and the listener's public key.
-KEY_FIELD_BYTES = {
-    ("INVITE", False): COMMITMENT_BYTES,
-    ("ACCEPT", False): PUBLIC_KEY_BYTES,
-    ("INVITE", True): SPAKE_MESSAGE_BYTES + CONFIRM_BYTES,
-    ("ACCEPT", True): SPAKE_MESSAGE_BYTES + CONFIRM_BYTES,
-}
 PATH_TOKEN_BYTES = 8
 PATH_CHECK_S = 1.0  # at most one path check a second (each is one datagram, as small as what caused it)
 
@@ -216,7 +207,7 @@ class ControlMessage:
             bits = (FEC, DTX, ENCRYPTED, GCM, CODE)
             offer = Offer(ssrc, payload_type, frame_ms, bitrate, *(bool(flags & bit) for bit in bits))
             key = body[_OFFER.size :]
-            size = KEY_FIELD_BYTES[kind.name, offer.code] if offer.encrypted else 0
+            size = _key_field_bytes(kind, offer)
             if len(key) != size:
                 raise ParseError(f"{kind.name} key of {len(key)} bytes, expected {size}")
             return cls(kind, call_id, offer, key=key, sequence=sequence, tag=tag)
@@ -239,6 +230,17 @@ class ControlMessage:
         if body:
             raise ParseError(f"{kind.name} carries {len(body)} unexpected bytes")
         return cls(kind, call_id, sequence=sequence, tag=tag)
+
+
+def _key_field_bytes(kind: MessageType, offer: Offer) -> int:
+    """What INVITE and ACCEPT carry after the offer. Encrypted by words: INVITE the caller's
+    commitment, ACCEPT the listener's public key. By code: the SPAKE2 message and, in ACCEPT,
+    the listener's confirmation; INVITE is padded to the same length, so no answer is larger."""
+    if not offer.encrypted:
+        return 0
+    if offer.code:
+        return SPAKE_MESSAGE_BYTES + CONFIRM_BYTES
+    return COMMITMENT_BYTES if kind is MessageType.INVITE else PUBLIC_KEY_BYTES
 
 
 def _refusal(ours: Offer, theirs: Offer) -> Refusal | None:

@@ -140,7 +140,6 @@ class Session:
         self._media_unauthenticated = 0  # SRTP or SRTCP that failed authentication or the replay check
         self._srtp = srtp  # given, or once an encrypted call connects
         self._media_foreign = 0
-        self._fec_packets = 0  # received packets that carry in-band FEC for the one before
         self.remote_jitter_ms: float | None = None
         self._octets_received = 0
         self._first_receive: float | None = None
@@ -218,29 +217,25 @@ class Session:
             return
         not_connected = self.control is not None and self.remote is None and not self._follow_call()
         elsewhere = self.remote is not None and _host_port(addr) != _host_port(self.remote)
-        if not_connected or (elsewhere and self._srtp is None):
-            self._media_foreign += 1  # a stranger's packet, junk or not, is dropped unread
+        # Only an encrypted call's peer may move, and only under its keys: anything else from
+        # a new address is a stranger's, dropped unread.
+        may_have_moved = elsewhere and self.control is not None and self._srtp is not None
+        if not_connected or (elsewhere and not may_have_moved):
+            self._media_foreign += 1
             return
-        if not is_rtp_or_rtcp(data):
+        opened = self._open(data)
+        if opened is None:
             if elsewhere:
                 self._media_foreign += 1
+            elif is_rtp_or_rtcp(data):
+                self._media_unauthenticated += 1  # dropped before it touches any state
             else:
                 self.packets_invalid += 1
             return
-        if self._srtp is not None:
-            try:
-                data = self._srtp.unprotect_rtcp(data) if is_rtcp(data) else self._srtp.unprotect(data)
-            except SrtpError:
-                if elsewhere:
-                    self._media_foreign += 1
-                else:
-                    self._media_unauthenticated += 1  # dropped before it touches any state
-                return
-            if elsewhere:  # the peer's own keys, from a new address: a call checks whether it moved
-                if self.control is None:
-                    self._media_foreign += 1
-                    return
-                self.control.check_path(addr, now)
+        data = opened
+        if may_have_moved:  # the peer's own keys, from a new address: the call checks the path
+            assert self.control is not None
+            self.control.check_path(addr, now)
         try:
             if is_rtcp(data):
                 self._receive_rtcp(parse_compound(data), now)
@@ -269,6 +264,17 @@ class Session:
         elif control.peer is not None and control.peer != self.remote:
             self.remote = control.peer  # the peer moved, and proved it (roaming)
         return True
+
+    def _open(self, data: bytes) -> bytes | None:
+        """RTP or RTCP, unprotected when the stream is SRTP; None for anything else."""
+        if not is_rtp_or_rtcp(data):
+            return None
+        if self._srtp is None:
+            return data
+        try:
+            return self._srtp.unprotect_rtcp(data) if is_rtcp(data) else self._srtp.unprotect(data)
+        except SrtpError:
+            return None
 
     def _protect(self, data: bytes) -> bytes:
         if self._srtp is None:
@@ -306,8 +312,6 @@ class Session:
             raise ParseError(str(exc)) from exc
         if not self._receiver.on_packet(packet.sequence, packet.timestamp, now):
             raise ParseError("sequence number jumped; waiting for confirmation")
-        if self._decoder.has_fec(packet.payload):
-            self._fec_packets += 1
         self.jitter.push(packet.timestamp, packet.payload, samples, now)
         self._octets_received += len(packet.payload)
         if self._first_receive is None:
@@ -424,7 +428,7 @@ class Session:
             packets_foreign=self.packets_foreign,
             packets_unauthenticated=self.packets_unauthenticated,
             fec_recovered=j.fec_recovered,
-            fec_packets_received=self._fec_packets,
+            fec_packets_received=j.fec_packets_received,
             concealed_ms=j.concealed_ms,
             concealment_events=j.concealment_events,
             interruptions=j.interruptions,

@@ -117,15 +117,15 @@ def run_receive(args: argparse.Namespace) -> int:
 
 
 def _receive(args: argparse.Namespace, io: AudioIO) -> int:
-    port, srtp = args.port, None
+    config, port, srtp = session_config(args), args.port, None
     if args.sdp:
         stream = parse_opus_sdp(read_text(args.sdp))
+        config = dataclasses.replace(config, payload_type=stream.payload_type)
         port = args.port if args.port is not None else stream.port
-        args.payload_type = stream.payload_type
         if stream.srtp_key is not None:
             srtp = SrtpContext(sdes_keys(stream.srtp_key), gcm=False)
     sock = open_socket(args.bind, port if port is not None else DEFAULT_PORT)
-    session = Session(session_config(args), random.Random(), time.monotonic(), srtp)
+    session = Session(config, random.Random(), time.monotonic(), srtp)
     record_timeline(args, session)
     endpoint = io.endpoint(session, sock)
     status = StatusLine(args.quiet)

@@ -64,6 +64,7 @@ class JitterStats:
     packets_late: int
     packets_duplicate: int
     fec_recovered: int
+    fec_packets_received: int
     concealed_ms: float
     concealment_events: int
     interruptions: int
@@ -141,6 +142,7 @@ class JitterBuffer:
         self.packets_late = 0
         self.packets_duplicate = 0
         self.fec_recovered = 0
+        self.fec_packets = 0  # pushed packets that carry in-band FEC for the one before (W3C fecPacketsReceived)
         self._concealed_samples = 0
         self._concealment_events = 0
         self._interruptions = 0
@@ -175,12 +177,13 @@ class JitterBuffer:
         ts = self._store.unwrap(timestamp)
         if self._playout_ts is not None and ts - self._playout_ts > self.config.resync_after_s * SAMPLE_RATE:
             self._resync(now)
+        if self._decoder.has_fec(payload):
+            self.fec_packets += 1
+            self._last_fec = now
         result = self._store.classify(ts, self._playout_ts)
         if result is PushResult.DUPLICATE:
             self.packets_duplicate += 1
             return result
-        if self._decoder.has_fec(payload):
-            self._last_fec = now
         relative_delay = self._delay.observe(ts, now, samples, self._fec_armed(now))
         if result is PushResult.LATE:
             # Too late to play, but its delay is what the model most needs to know: it was counted.
@@ -466,6 +469,7 @@ class JitterBuffer:
             packets_late=self.packets_late,
             packets_duplicate=self.packets_duplicate,
             fec_recovered=self.fec_recovered,
+            fec_packets_received=self.fec_packets,
             concealed_ms=_ms(self._concealed_samples),
             concealment_events=self._concealment_events,
             interruptions=self._interruptions,
