@@ -165,6 +165,10 @@ class StreamStats:
     bitrate_kbps: float = 0.0
     input_overflows: int = 0  # audio device counters (PortAudio status flags and our queues)
     output_underflows: int = 0
+    erle_db: float | None = None  # speakerphone processing (voip.processing), None when off
+    echo_delay_ms: float | None = None
+    input_level_dbfs: float | None = None
+    output_level_dbfs: float | None = None
     frame_ms: float = 20.0  # framing and codec lookahead: mouth-to-ear delay no buffer removes
     lookahead_ms: float = 0.0
 

@@ -16,6 +16,7 @@ from voip.cli.options import (
     add_codec_options,
     add_network_options,
     add_out_option,
+    add_processing_options,
     add_run_options,
     port_number,
     positive_seconds,
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "speaker, or loop the device back); prints the parts it is made of",
     )
     add_codec_options(loopback)
+    add_processing_options(loopback)
     add_network_options(loopback)
     add_run_options(loopback)
     loopback.set_defaults(handler=run_loopback)
@@ -194,5 +196,6 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
         help="take the two words as compared and matching (for scripts; on a terminal, Enter confirms them)",
     )
     add_codec_options(parser)
+    add_processing_options(parser)
     add_network_options(parser)
     add_run_options(parser)

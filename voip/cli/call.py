@@ -24,7 +24,7 @@ from voip.cli.console import (
     status_fields,
     summary,
 )
-from voip.cli.options import DEFAULT_PORT, check_drift, frame_samples, session_config, simulator
+from voip.cli.options import DEFAULT_PORT, check_drift, frame_samples, processing_settings, session_config, simulator
 from voip.control import (
     CallControl,
     CallEnded,
@@ -53,7 +53,9 @@ def run_call(args: argparse.Namespace) -> int:
     host, port = parse_host_port(args.destination, DEFAULT_PORT)
     family, peer = resolve(host, port)
     check_drift(args, args.source)
-    io = open_audio(args.source, args.out or [args.default_out], frame_samples(args))
+    io = open_audio(
+        args.source, args.out or [args.default_out], frame_samples(args), processing_settings(args), args.room
+    )
     try:
         sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
         try:
@@ -85,7 +87,9 @@ def run_listen(args: argparse.Namespace) -> int:
         if args.code:
             print(f"code: {args.code}  (the caller runs: voip call HOST --code {args.code})", flush=True)
         while True:
-            io = open_audio(args.source, args.out or [args.default_out], frame_samples(args))
+            io = open_audio(
+                args.source, args.out or [args.default_out], frame_samples(args), processing_settings(args), args.room
+            )
             try:
                 ended = _converse(args, io, sock, _call_session(args), answerer, _Words(args.sas_confirm, terminal))
             finally:
@@ -170,7 +174,7 @@ def _converse(
                 now,
                 lambda: (
                     f"{talk}  {security(control, words.confirmed)}  {level_meter(io.mic)}"
-                    + status_fields(session.stats(now))
+                    + status_fields(io.device_counters(session.stats(now)))
                 ),
             )
 

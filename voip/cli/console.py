@@ -63,6 +63,8 @@ def status_fields(s: StreamStats) -> str:
         f"concealed {s.concealed_ms:.0f} ms ({s.concealment_events} times, {s.interruptions} interruptions)  "
         f"stretched +{s.expanded_ms:.0f}/-{s.accelerated_ms:.0f} ms  rtt {rtt}  {s.bitrate_kbps:.1f} kbit/s"
     )
+    if s.erle_db is not None:
+        line += f"  echo cancelled {s.erle_db:.0f} dB"
     if s.remote_fraction_lost is not None and s.remote_jitter_ms is not None:
         line += f"  | peer hears: loss {s.remote_fraction_lost:.0%} jitter {s.remote_jitter_ms:.1f} ms"
     return line

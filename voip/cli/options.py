@@ -12,6 +12,8 @@ from voip.codec import OpusSettings
 from voip.errors import VoipError
 from voip.netsim import NetworkSimulator, NetworkSpec
 from voip.playout import JitterConfig
+from voip.processing import ProcessingSettings
+from voip.room import RoomSpec
 from voip.rtcp import NTP_EPOCH_OFFSET
 from voip.session import Address, SessionConfig
 
@@ -79,6 +81,35 @@ def add_run_options(parser: argparse.ArgumentParser, plot: bool = True) -> None:
     else:
         parser.set_defaults(plot=None)
     group.add_argument("--quiet", action="store_true", help="no status line")
+
+
+def add_processing_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "speakerphone processing (on when the microphone is used, or with --room; off for files and tones)"
+    )
+    group.add_argument("--no-aec", action="store_true", help="no echo cancellation (use it with headphones)")
+    group.add_argument("--no-ns", action="store_true", help="no noise suppression")
+    group.add_argument("--no-agc", action="store_true", help="no automatic gain control")
+    group.add_argument(
+        "--room",
+        type=_room,
+        metavar="SPEC",
+        help="a simulated room between what we play and what we capture, e.g. "
+        "delay=60ms,echo=-6dB,rt60=300ms,noise=-45dB,seed=1: to try echo cancellation without speakers",
+    )
+
+
+def _room(text: str) -> RoomSpec:
+    try:
+        return RoomSpec.parse(text)
+    except VoipError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def processing_settings(args: argparse.Namespace) -> ProcessingSettings:
+    return ProcessingSettings(
+        echo_cancellation=not args.no_aec, noise_suppression=not args.no_ns, gain_control=not args.no_agc
+    )
 
 
 def _bitrate(text: str) -> int:

@@ -25,6 +25,7 @@ from voip.cli.options import (
     DEFAULT_PORT,
     check_drift,
     frame_samples,
+    processing_settings,
     session_config,
     simulator,
 )
@@ -168,7 +169,7 @@ def run_loopback(args: argparse.Namespace) -> int:
         if args.duration is None:
             args.duration = 7 * CLICK_PERIOD_S + 0.5
     check_drift(args, args.source)
-    io = open_audio(args.source, sinks, frame_samples(args))
+    io = open_audio(args.source, sinks, frame_samples(args), processing_settings(args), args.room)
     try:
         return _loopback(args, io)
     finally:
@@ -189,19 +190,36 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
     )
     record_timeline(args, receiver)
     probe = LatencyProbe(args.payload_type) if args.measure_latency else None
-    forward = Endpoint(sender, sender_sock, source=io.source, mic=io.mic, network=simulator(args, rng), probe=probe)
+    # One room and one canceller: what the receiving side plays comes back into what the sending side captures.
+    forward = Endpoint(
+        sender,
+        sender_sock,
+        source=io.source,
+        mic=io.mic,
+        network=simulator(args, rng),
+        probe=probe,
+        processor=io.processor,
+        room=io.room,
+    )
     backward = Endpoint(
-        receiver, receiver_sock, sinks=io.sinks, speaker=io.speaker, network=simulator(args, rng), probe=probe
+        receiver,
+        receiver_sock,
+        sinks=io.sinks,
+        speaker=io.speaker,
+        network=simulator(args, rng),
+        probe=probe,
+        processor=io.processor,
+        room=io.room,
     )
     status = StatusLine(args.quiet)
     info(
-        f"loopback: {io.input_description} -> opus {args.bitrate // 1000} kbit/s -> "
+        f"loopback: {io.input_description}{io.processing_description} -> opus {args.bitrate // 1000} kbit/s -> "
         f"network {args.network.describe()} -> jitter buffer -> {io.output_description}",
         args.quiet,
     )
 
     def on_tick(now: float) -> None:
-        status.show(now, lambda: f"loopback  {level_meter(io.mic)}" + status_fields(_merged(sender, receiver, now)))
+        status.show(now, lambda: f"loopback  {level_meter(io.mic)}" + status_fields(io.device_counters(_merged(sender, receiver, now))))
 
     loop = MediaLoop(
         [forward, backward], sender.frame_samples, on_tick=on_tick, source_drift_ppm=args.network.drift_ppm

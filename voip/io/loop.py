@@ -25,6 +25,8 @@ from voip.codec import Pcm
 from voip.io.audio import Microphone, Speaker
 from voip.io.files import Sink, Source
 from voip.netsim import NetworkSimulator
+from voip.processing import AudioProcessor
+from voip.room import Room
 from voip.session import Address, Session
 
 MAX_DATAGRAM = 65535
@@ -56,8 +58,31 @@ class Endpoint:
     speaker: Speaker | None = None  # with or without `sinks`; it then paces them
     network: NetworkSimulator[tuple[bytes, Address]] | None = None  # impairs what this endpoint sends
     probe: Probe | None = None  # watches (and may change) what passes, for measurements
+    processor: AudioProcessor | None = None  # echo cancellation etc. between devices and codec
+    room: Room | None = None  # a simulated room: what we play comes back into what we capture
     source_done: bool = False
     send_errors: int = 0
+
+    def captured(self, pcm: Pcm) -> Pcm:
+        """What the microphone (or source) gave, as the encoder should have it."""
+        if self.room is not None:
+            pcm = self.room.capture(pcm)
+        if self.processor is not None:
+            pcm = self.processor.capture(pcm, self.echo_delay_s)
+        return pcm
+
+    def played(self, pcm: Pcm) -> None:
+        """What goes to the speaker (or the sinks): the echo's source and the canceller's reference."""
+        if self.room is not None:
+            self.room.play(pcm)
+        if self.processor is not None:
+            self.processor.render(pcm)
+
+    @property
+    def echo_delay_s(self) -> float:
+        """How long the devices hold audio, out and in: the echo comes at least this late."""
+        delay = self.mic.input_delay.mean if self.mic is not None else 0.0
+        return delay + (self.speaker.output_delay.mean if self.speaker is not None else 0.0)
 
     def transmit(self, now: float) -> None:
         for data, addr in self.session.datagrams_to_send(now):
@@ -166,7 +191,7 @@ class MediaLoop:
                 for adc, pcm in ep.mic.read_blocks(now):
                     if ep.probe is not None:
                         ep.probe.captured(adc, pcm)
-                    ep.session.send_audio(pcm, now)
+                    ep.session.send_audio(ep.captured(pcm), now)
                 ep.transmit(now)
                 captured = True
         for ep in self.endpoints:  # then the network; after a capture a loopback packet may be waiting
@@ -180,7 +205,7 @@ class MediaLoop:
         for ep in self.endpoints:
             if ep.source is not None and not ep.source_done:
                 pcm = ep.source.read(self.frame_samples)
-                ep.session.send_audio(pcm, now)
+                ep.session.send_audio(ep.captured(pcm), now)
                 if len(pcm) < self.frame_samples:
                     ep.source_done = True
                     ep.session.flush_audio(now)
@@ -190,6 +215,7 @@ class MediaLoop:
             if ep.sinks and ep.speaker is None and not ep.session.receive_finished:
                 pcm = ep.session.pull_audio(self.frame_samples, now)
                 self._write_sinks(ep, pcm)
+                ep.played(pcm)
             for device in (ep.mic, ep.speaker):
                 if device is not None:
                     device.check(now)
@@ -204,7 +230,9 @@ class MediaLoop:
             else:
                 pcm = ep.session.pull_audio(self.frame_samples, now)
                 self._write_sinks(ep, pcm)
-            speaker.write(pcm if ep.probe is None else ep.probe.playing(pcm), now)
+            pcm = pcm if ep.probe is None else ep.probe.playing(pcm)
+            ep.played(pcm)
+            speaker.write(pcm, now)
 
     @staticmethod
     def _write_sinks(ep: Endpoint, pcm: Pcm) -> None:
