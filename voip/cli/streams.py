@@ -219,7 +219,12 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
     )
 
     def on_tick(now: float) -> None:
-        status.show(now, lambda: f"loopback  {level_meter(io.mic)}" + status_fields(io.device_counters(_merged(sender, receiver, now))))
+        def line() -> str:
+            return f"loopback  {level_meter(io.mic)}" + status_fields(
+                io.device_counters(_merged(sender, receiver, now))
+            )
+
+        status.show(now, line)
 
     loop = MediaLoop(
         [forward, backward], sender.frame_samples, on_tick=on_tick, source_drift_ppm=args.network.drift_ppm
