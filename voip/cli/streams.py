@@ -169,7 +169,9 @@ def run_loopback(args: argparse.Namespace) -> int:
         if args.duration is None:
             args.duration = 7 * CLICK_PERIOD_S + 0.5
     check_drift(args, args.source)
-    io = open_audio(args.source, sinks, frame_samples(args), processing_settings(args), args.room)
+    # Measuring latency needs the echo that the canceller would remove.
+    settings = None if args.measure_latency else processing_settings(args)
+    io = open_audio(args.source, sinks, frame_samples(args), settings, args.room)
     try:
         return _loopback(args, io)
     finally:
