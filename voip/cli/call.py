@@ -172,10 +172,12 @@ def _converse(
             talk = f"{int(now - connected_at) // 60:02d}:{int(now - connected_at) % 60:02d}"
             status.show(
                 now,
-                lambda: (
-                    f"{talk}  {security(control, words.confirmed)}  {level_meter(io.mic)}"
-                    + status_fields(io.device_counters(session.stats(now)))
-                ),
+                lambda: [
+                    (0, talk),
+                    (0, security(control, words.confirmed)),
+                    (3, level_meter(io.mic)),
+                    *status_fields(io.device_counters(session.stats(now))),
+                ],
             )
 
     def should_stop(now: float) -> bool:

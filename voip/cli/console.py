@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,19 +21,24 @@ from voip.timeline import Timeline
 STATUS_INTERVAL_S = 0.5
 
 
+Field = tuple[int, str]  # (importance: 0 is kept longest, text) of one part of the status line
+
+
 class StatusLine:
-    """One self-overwriting line on a terminal; nothing when stderr is not a terminal."""
+    """One self-overwriting line on a terminal, never wider than it (a wider line wraps, and
+    every update then stacks a new line); nothing when stderr is not a terminal."""
 
     def __init__(self, quiet: bool) -> None:
         self.enabled = not quiet and sys.stderr.isatty()
         self._last = 0.0
         self._shown = False
 
-    def show(self, now: float, text: Callable[[], str]) -> None:
-        """Redraw at most every STATUS_INTERVAL_S; `text` is only built when drawn."""
+    def show(self, now: float, fields: Callable[[], list[Field]]) -> None:
+        """Redraw at most every STATUS_INTERVAL_S; `fields` are only built when drawn."""
         if self.enabled and now - self._last >= STATUS_INTERVAL_S:
             self._last = now
-            sys.stderr.write("\r\x1b[K" + text())
+            width = shutil.get_terminal_size(fallback=(80, 24)).columns - 1  # the last column would wrap
+            sys.stderr.write("\r\x1b[K" + fit(fields(), width))
             sys.stderr.flush()
             self._shown = True
 
@@ -43,31 +49,46 @@ class StatusLine:
             self._shown = False
 
 
+def fit(fields: list[Field], width: int) -> str:
+    """The fields in their order, two spaces apart, leaving out the least important ones
+    (the later of equals first) until the line fits; one field alone is cut to fit."""
+    kept = [(importance, text) for importance, text in fields if text]
+    while len(kept) > 1 and len("  ".join(text for _, text in kept)) > width:
+        least = max(range(len(kept)), key=lambda i: (kept[i][0], i))
+        del kept[least]
+    line = "  ".join(text for _, text in kept)
+    return line if len(line) <= width else line[: max(0, width - 1)] + "~"
+
+
 def level_meter(mic: Microphone | None) -> str:
     """A microphone level meter: ten steps from -60 to 0 dBFS."""
     if mic is None:
         return ""
     db = max(-60.0, mic.level_dbfs)
     bars = int((db + 60) / 6)
-    return f"mic [{'#' * bars}{'.' * (10 - bars)}] {db:4.0f} dB  "
+    return f"mic [{'#' * bars}{'.' * (10 - bars)}] {db:4.0f} dB"
 
 
-def status_fields(s: StreamStats) -> str:
-    """What we hear (delay, jitter, loss, concealment), the round trip, and what the peer reports hearing."""
+def status_fields(s: StreamStats) -> list[Field]:
+    """What we hear (quality, delay, jitter, loss, concealment), the round trip, what the peer
+    reports hearing; the MOS and the delay are kept longest on a narrow terminal."""
     rtt = f"{s.rtt_ms:.1f} ms" if s.rtt_ms is not None else "-"
     mos = f"{s.mos:.1f}" if s.mos is not None else "-"
-    line = (
-        f"MOS {mos}  "
-        f"delay {s.buffer_delay_ms:3.0f} ms (p95 {s.buffer_delay_p95_ms:3.0f}, target {s.buffer_target_ms:3.0f})  "
-        f"jitter {s.jitter_ms:4.1f} ms  loss {s.packets_lost} (FEC {s.fec_recovered})  "
-        f"concealed {s.concealed_ms:.0f} ms ({s.concealment_events} times, {s.interruptions} interruptions)  "
-        f"stretched +{s.expanded_ms:.0f}/-{s.accelerated_ms:.0f} ms  rtt {rtt}  {s.bitrate_kbps:.1f} kbit/s"
-    )
+    fields = [
+        (0, f"MOS {mos}"),
+        (1, f"delay {s.buffer_delay_ms:.0f} ms (target {s.buffer_target_ms:.0f})"),
+        (3, f"jitter {s.jitter_ms:4.1f} ms"),
+        (1, f"loss {s.packets_lost} (FEC {s.fec_recovered})"),
+        (2, f"concealed {s.concealed_ms:.0f} ms ({s.concealment_events} times, {s.interruptions} interruptions)"),
+        (4, f"stretched +{s.expanded_ms:.0f}/-{s.accelerated_ms:.0f} ms"),
+        (3, f"rtt {rtt}"),
+        (5, f"{s.bitrate_kbps:.1f} kbit/s"),
+    ]
     if s.erle_db is not None:
-        line += f"  echo cancelled {s.erle_db:.0f} dB"
+        fields.append((2, f"echo cancelled {s.erle_db:.0f} dB"))
     if s.remote_fraction_lost is not None and s.remote_jitter_ms is not None:
-        line += f"  | peer hears: loss {s.remote_fraction_lost:.0%} jitter {s.remote_jitter_ms:.1f} ms"
-    return line
+        fields.append((4, f"| peer hears: loss {s.remote_fraction_lost:.0%} jitter {s.remote_jitter_ms:.1f} ms"))
+    return fields
 
 
 def summary(title: str, stats: StreamStats, args: argparse.Namespace, extra: dict[str, object] | None = None) -> None:

@@ -87,7 +87,7 @@ def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, r
     def progress(now: float) -> None:
         elapsed = now - loop.start
         done = f"{elapsed:5.1f}/{total:.1f} s" if total else f"{elapsed:5.1f} s"
-        status.show(now, lambda: f"sending {done}  {level_meter(io.mic)}" + status_fields(session.stats(now)))
+        status.show(now, lambda: [(0, f"sending {done}"), (3, level_meter(io.mic)), *status_fields(session.stats(now))])
 
     loop = MediaLoop([endpoint], session.frame_samples, on_tick=progress, source_drift_ppm=args.network.drift_ppm)
 
@@ -143,7 +143,7 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
                 reason = f": {event.reason}" if event.reason else ""
                 info(f"sender said goodbye{reason}; playing out the buffer", args.quiet)
         if session.remote_ssrc is not None:
-            status.show(now, lambda: "receiving  " + status_fields(session.stats(now)))
+            status.show(now, lambda: [(0, "receiving"), *status_fields(session.stats(now))])
 
     loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick)
     try:
@@ -221,12 +221,14 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
     )
 
     def on_tick(now: float) -> None:
-        def line() -> str:
-            return f"loopback  {level_meter(io.mic)}" + status_fields(
-                io.device_counters(_merged(sender, receiver, now))
-            )
-
-        status.show(now, line)
+        status.show(
+            now,
+            lambda: [
+                (0, "loopback"),
+                (3, level_meter(io.mic)),
+                *status_fields(io.device_counters(_merged(sender, receiver, now))),
+            ],
+        )
 
     loop = MediaLoop(
         [forward, backward], sender.frame_samples, on_tick=on_tick, source_drift_ppm=args.network.drift_ppm

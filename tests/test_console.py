@@ -1,0 +1,83 @@
+"""The live status line fits the terminal: a wider line wraps, and each update then stacks."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from tests.conftest import voip_command
+from voip.cli.console import fit, status_fields
+from voip.stats import StreamStats
+
+BUSY = StreamStats(
+    packets_received=1000,
+    packets_lost=12,
+    rtt_ms=41.5,
+    remote_fraction_lost=0.02,
+    remote_jitter_ms=3.5,
+    erle_db=42.0,
+    buffer_delay_ms=61.0,
+    concealed_ms=240.0,
+    bitrate_kbps=24.3,
+)
+
+
+@pytest.mark.parametrize("width", [40, 80, 120, 160, 400])
+def test_the_line_never_exceeds_the_width_and_keeps_what_matters(width):
+    line = fit([(0, "00:42"), (0, 'encrypted, unverified: "acid tiger"'), *status_fields(BUSY)], width)
+    assert len(line) <= width
+    assert line.startswith("00:42")
+    if width >= 80:
+        assert line.startswith("00:42  encrypted")
+        assert "MOS" in line and "delay 61 ms" in line
+    if width >= 400:
+        assert "peer hears" in line and "kbit/s" in line  # nothing left out when there is room
+
+
+def test_the_least_important_go_first():
+    line = fit(status_fields(BUSY), 120)
+    assert "kbit/s" not in line  # the bitrate is the first to go
+    assert "loss 12" in line
+
+
+def test_one_field_too_wide_is_cut():
+    assert fit([(0, "x" * 50)], 20) == "x" * 19 + "~"
+
+
+def test_a_real_terminal_of_80_columns_gets_lines_of_80_at_most():
+    """The program's status line on a pseudo-terminal whose COLUMNS says 80."""
+    leader, follower = os.openpty()
+    env = {**os.environ, "COLUMNS": "80"}
+    try:
+        proc = subprocess.run(
+            voip_command("loopback", "--in", "speech", "--out", "null", "--duration", "2", "--network", "jitter=20ms"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            env=env,
+            timeout=60,
+        )
+        os.close(follower)
+        follower = -1
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the follower closed: everything was read
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0
+    text = output.decode(errors="replace")
+    updates = [re.sub(r"\x1b\[K", "", part) for part in re.split(r"[\r\n]", text)]
+    status = [u for u in updates if "MOS" in u]
+    assert status, text
+    assert max(len(u) for u in status) <= 79, status
