@@ -334,3 +334,37 @@ def test_a_port_out_of_range_is_refused_before_anything_starts(command):
     result = run_voip(*command, "--port", "99999")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].endswith("port 99999 is out of range: 1..65535 (0 for any free port)")
+
+
+def test_metrics_appends_every_statistic_once_a_second(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"earlier": "run"}\n')  # appended to, not replaced
+    result = run_voip(
+        "loopback",
+        "--in",
+        "speech",
+        "--out",
+        "null",
+        "--duration",
+        "3.5",
+        "--quiet",
+        "--metrics",
+        str(metrics),
+        "--stats-json",
+        str(tmp_path / "stats.json"),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert lines[0] == {"earlier": "run"}
+    samples = lines[1:]
+    assert len(samples) >= 3
+    final = json.loads((tmp_path / "stats.json").read_text())
+    assert all(set(sample) == set(final) | {"time"} for sample in samples)
+    assert [s["time"] for s in samples] == sorted(s["time"] for s in samples)
+    assert samples[-1]["packets_received"] > samples[0]["packets_received"]
+
+
+def test_metrics_to_a_path_that_cannot_be_written_is_one_clear_error(tmp_path):
+    result = run_voip("loopback", "--in", "speech", "--out", "null", "--metrics", str(tmp_path / "no" / "m.jsonl"))
+    assert result.returncode != 0
+    assert "cannot write" in result.stderr and "Traceback" not in result.stderr

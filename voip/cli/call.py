@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from voip.cli.console import (
+    Metrics,
     StatusLine,
     draw_timeline,
     info,
@@ -131,6 +132,7 @@ def _converse(
     endpoint = io.endpoint(session, sock, network=simulator(args))
     endpoint.source = None  # a file starts playing when the call connects, not while it rings
     status = StatusLine(args.quiet)
+    metrics = Metrics(args.metrics)  # appended to: a listener's calls follow each other in one file
     connected_at: float | None = None
     ended: CallEnded | None = None
     setup_ms: float | None = None
@@ -179,6 +181,7 @@ def _converse(
                     *status_fields(io.device_counters(session.stats(now))),
                 ],
             )
+            metrics.write(now, lambda: io.device_counters(session.stats(now)))
 
     def should_stop(now: float) -> bool:
         nonlocal ended
@@ -201,7 +204,10 @@ def _converse(
 
     loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick, source_drift_ppm=args.network.drift_ppm)
     with _first_interrupt_sets() as interrupted:
-        loop.run(should_stop)
+        try:
+            loop.run(should_stop)
+        finally:
+            metrics.close()
     status.clear()
     assert ended is not None
     if connected_at is not None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from voip.errors import VoipError
 from voip.io.audio import Microphone
@@ -47,6 +50,49 @@ class StatusLine:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
             self._shown = False
+
+
+class Metrics:
+    """`--metrics PATH`: every statistic of `--stats-json` once a second, as one JSON object
+    per line (JSON Lines), appended; "-" is stdout. For watching a long call from another
+    program: `jq`, a plot, a dashboard."""
+
+    def __init__(self, path: str | None) -> None:
+        self._file: TextIO | None = None
+        self._next = -math.inf
+        if path == "-":
+            self._file = sys.stdout
+        elif path:
+            try:
+                self._file = open(path, "a")  # noqa: SIM115 (open for the command's life; close() ends it)
+            except OSError as exc:
+                raise VoipError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+
+    def write(self, now: float, stats: Callable[[], StreamStats]) -> None:
+        """At most once a second of `now`; `stats` is only read when written."""
+        if self._file is None or now < self._next:
+            return
+        self._next = self._next + 1.0 if now < self._next + 1.0 else now + 1.0  # a steady second
+        values = {"time": round(time.time(), 3), **_values(stats())}
+        try:
+            self._file.write(json.dumps(values) + "\n")
+            self._file.flush()
+        except OSError as exc:  # the reader went away (`| head`) or the disk filled: the call goes on
+            print(f"--metrics: stopped writing ({exc.strerror or exc})", file=sys.stderr)
+            if self._file is sys.stdout:  # as Python's docs advise, so exit does not complain again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            else:
+                self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        if self._file is not None and self._file is not sys.stdout:
+            self._file.close()
+        self._file = None
+
+
+def _values(stats: StreamStats, extra: dict[str, object] | None = None) -> dict[str, object]:
+    return {**dataclasses.asdict(stats), "mos": stats.mos, **(extra or {})}
 
 
 def fit(fields: list[Field], width: int) -> str:
@@ -92,7 +138,7 @@ def status_fields(s: StreamStats) -> list[Field]:
 
 
 def summary(title: str, stats: StreamStats, args: argparse.Namespace, extra: dict[str, object] | None = None) -> None:
-    values = {**dataclasses.asdict(stats), "mos": stats.mos, **(extra or {})}
+    values = _values(stats, extra)
     if args.stats_json:
         write_text(args.stats_json, json.dumps(values, indent=2) + "\n")
     if args.quiet:

@@ -71,6 +71,11 @@ def add_run_options(parser: argparse.ArgumentParser, plot: bool = True) -> None:
     group = parser.add_argument_group("run")
     group.add_argument("--duration", type=positive_seconds, default=None, help="stop after S seconds")
     group.add_argument("--stats-json", metavar="PATH", help="write the final statistics as JSON")
+    group.add_argument(
+        "--metrics",
+        metavar="PATH",
+        help="append every statistic once a second, one JSON object per line (JSON Lines), to PATH; - for stdout",
+    )
     if plot:
         group.add_argument(
             "--plot",

@@ -10,6 +10,7 @@ import time
 
 from voip import SAMPLE_RATE
 from voip.cli.console import (
+    Metrics,
     StatusLine,
     draw_timeline,
     info,
@@ -82,12 +83,14 @@ def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, r
     endpoint = io.endpoint(session, sock, network=simulator(args))
     total = getattr(io.source, "duration_s", None)
     status = StatusLine(args.quiet)
+    metrics = Metrics(args.metrics)
     info(f"sending {io.input_description} to {show(remote)}", args.quiet)
 
     def progress(now: float) -> None:
         elapsed = now - loop.start
         done = f"{elapsed:5.1f}/{total:.1f} s" if total else f"{elapsed:5.1f} s"
         status.show(now, lambda: [(0, f"sending {done}"), (3, level_meter(io.mic)), *status_fields(session.stats(now))])
+        metrics.write(now, lambda: io.device_counters(session.stats(now)))
 
     loop = MediaLoop([endpoint], session.frame_samples, on_tick=progress, source_drift_ppm=args.network.drift_ppm)
 
@@ -104,6 +107,7 @@ def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, r
         endpoint.transmit(time.monotonic())
     finally:
         sock.close()
+        metrics.close()
     status.clear()
     summary("sent", io.device_counters(session.stats(time.monotonic())), args)
     return 0
@@ -130,6 +134,7 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
     record_timeline(args, session)
     endpoint = io.endpoint(session, sock)
     status = StatusLine(args.quiet)
+    metrics = Metrics(args.metrics)
     encrypted = " (SRTP, key from the SDP)" if srtp is not None else ""
     info(f"listening on {show(sock.getsockname())}{encrypted}, playing to {io.output_description}", args.quiet)
 
@@ -144,6 +149,7 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
                 info(f"sender said goodbye{reason}; playing out the buffer", args.quiet)
         if session.remote_ssrc is not None:
             status.show(now, lambda: [(0, "receiving"), *status_fields(session.stats(now))])
+            metrics.write(now, lambda: io.device_counters(session.stats(now)))
 
     loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick)
     try:
@@ -154,6 +160,7 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
         session.hang_up(time.monotonic())
         endpoint.transmit(time.monotonic())
         sock.close()
+        metrics.close()
     status.clear()
     stats = io.device_counters(session.stats(time.monotonic()))
     summary("received", stats, args)
@@ -214,6 +221,7 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
         room=io.room,
     )
     status = StatusLine(args.quiet)
+    metrics = Metrics(args.metrics)
     info(
         f"loopback: {io.input_description}{io.processing_description} -> opus {args.bitrate // 1000} kbit/s -> "
         f"network {args.network.describe()} -> jitter buffer -> {io.output_description}",
@@ -229,6 +237,7 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
                 *status_fields(io.device_counters(_merged(sender, receiver, now))),
             ],
         )
+        metrics.write(now, lambda: io.device_counters(_merged(sender, receiver, now)))
 
     loop = MediaLoop(
         [forward, backward], sender.frame_samples, on_tick=on_tick, source_drift_ppm=args.network.drift_ppm
@@ -250,6 +259,7 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
     finally:
         sender_sock.close()
         receiver_sock.close()
+        metrics.close()
     status.clear()
     stats = io.device_counters(_merged(sender, receiver, time.monotonic()))
     summary("loopback", stats, args)
