@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import Processes, free_udp_port, run_voip, voip_command
+from tests.test_call import _wait_for_line
 from voip.io.files import bundled_speech, read_48k
 from voip.quality import pesq_wb
 
@@ -368,3 +370,38 @@ def test_metrics_to_a_path_that_cannot_be_written_is_one_clear_error(tmp_path):
     result = run_voip("loopback", "--in", "speech", "--out", "null", "--metrics", str(tmp_path / "no" / "m.jsonl"))
     assert result.returncode != 0
     assert "cannot write" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_voip_send_to_voip_receive_is_encrypted_with_the_same_words_on_both_sides(tmp_path, processes: Processes):
+    port = free_udp_port()
+    receiver = processes.start(
+        voip_command("receive", "--bind", "127.0.0.1", "--port", str(port), "--out", str(tmp_path / "got.wav"))
+    )
+    _wait_for_line(receiver, "listening on")
+    sent = run_voip("send", SPEECH, f"127.0.0.1:{port}", "--duration", "2")
+    assert sent.returncode == 0, sent.stderr
+    _, receiver_err = receiver.communicate(timeout=30)
+    assert receiver.returncode == 0, receiver_err
+    words = re.search(r'words "([a-z]+ [a-z]+)"', sent.stderr)
+    assert words, sent.stderr
+    assert f'words "{words.group(1)}"' in receiver_err
+    assert "encrypted" in receiver_err and "NOT ENCRYPTED" not in receiver_err
+    assert len(read_48k(str(tmp_path / "got.wav"))) > 48000
+
+
+def test_a_plain_sender_is_received_and_shown_as_not_encrypted(tmp_path, processes: Processes):
+    port = free_udp_port()
+    receiver = processes.start(
+        voip_command("receive", "--bind", "127.0.0.1", "--port", str(port), "--out", str(tmp_path / "got.wav"))
+    )
+    _wait_for_line(receiver, "listening on")
+    assert run_voip("send", SPEECH, f"127.0.0.1:{port}", "--insecure", "--duration", "1").returncode == 0
+    _, receiver_err = receiver.communicate(timeout=30)
+    assert receiver.returncode == 0, receiver_err
+    assert "NOT ENCRYPTED" in receiver_err
+
+
+def test_voip_send_with_nobody_to_agree_keys_fails_with_a_hint():
+    result = run_voip("send", "silence", f"127.0.0.1:{free_udp_port()}")
+    assert result.returncode == 1
+    assert "no answer" in result.stderr and "--insecure" in result.stderr and "Traceback" not in result.stderr

@@ -270,3 +270,33 @@ def test_a_stream_keyed_by_sdp_plays_and_drops_what_does_not_authenticate(speech
     stats = receiver.stats(2.0)
     assert stats.packets_received == 100 and stats.packets_unauthenticated >= 100
     assert stats.packets_foreign >= 50 and stats.packets_duplicate == 0
+
+
+def test_a_receiver_takes_a_plain_stream_when_no_call_comes():
+    """`voip receive` with no SDP: ffmpeg's plain RTP plays, and the session is then no call."""
+    now = 0.0
+    sender = Session(SessionConfig(remote=PEER), random.Random(1), now)
+    receiver = Session(SessionConfig(), random.Random(2), now, call=CallSettings(takes_plain_stream=True))
+    assert receiver.control is not None
+    sender.send_audio(np.zeros(960 * 3, dtype=np.float32), now)
+    for data, _ in sender.datagrams_to_send(now):
+        receiver.receive_datagram(data, PEER, now)
+    assert receiver.control is None and receiver.encryption is None
+    assert receiver.next_event() == StreamStarted(sender.ssrc, PEER)
+    assert receiver.stats(now).packets_received == 3
+
+
+def test_a_receiver_that_answered_a_call_takes_no_plain_stream_beside_it(speech):
+    """Once `voip send` called, a stranger's plain RTP is foreign, not a new stream."""
+    caller_addr = ("127.0.0.1", 40000)
+    config = SessionConfig(codec="l16", opus=OpusSettings(frame_ms=10))
+    caller = Session(config, random.Random(1), 0.0, call=CallSettings())
+    receiver = Session(config, random.Random(2), 0.0, call=CallSettings(takes_plain_stream=True))
+    caller.control.call(PEER, 0.0)
+    for data, _ in caller.datagrams_to_send(0.0):
+        receiver.receive_datagram(data, caller_addr, 0.0)
+    assert receiver.control is not None and receiver.control.state.name == "RINGING"
+    stranger = RtpPacket(111, 1, 0, 42, b"\x78\x00").serialize()
+    receiver.receive_datagram(stranger, ("127.0.0.1", 9999), 0.0)
+    assert receiver.control is not None  # still the call's
+    assert receiver.packets_foreign == 1 and receiver.stats(0.0).packets_received == 0

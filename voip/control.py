@@ -144,6 +144,9 @@ class CallSettings:
     encrypted: bool = True  # keys agreed in the set-up, SRTP (False: --insecure)
     code: str | None = None  # authenticate by a shared code (SPAKE2) instead of words
     timeout_s: float = 30.0  # nothing from the peer this long: the call ends
+    # A receiver (`voip receive`): until a call arrives, a plain RTP stream from whoever sends
+    # first is taken instead, in the clear (ffmpeg, GStreamer, `voip send --insecure`).
+    takes_plain_stream: bool = False
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from voip.codec import (
     OpusSettings,
     Pcm,
 )
-from voip.control import CallControl, CallSettings, ControlEvent, Offer, is_control
+from voip.control import CallControl, CallSettings, ControlEvent, Offer, State, is_control
 from voip.errors import ParseError
 from voip.playout import JitterBuffer, JitterConfig
 from voip.rtcp import (
@@ -105,6 +105,7 @@ class Session:
         self.ssrc = rng.getrandbits(32)
         self.frame_samples = config.opus.frame_samples
         self.control = _call_control(config, self.ssrc, call, rng) if call is not None else None
+        self._takes_plain_stream = call is not None and call.takes_plain_stream
         self._encoder: Encoder
         self._decoder: Decoder
         if config.codec == "opus":
@@ -216,6 +217,8 @@ class Session:
             self._follow_call()
             return
         not_connected = self.control is not None and self.remote is None and not self._follow_call()
+        if not_connected and self._plain_stream_begins(data):
+            not_connected = False
         elsewhere = self.remote is not None and _host_port(addr) != _host_port(self.remote)
         # Only an encrypted call's peer may move, and only under its keys: anything else from
         # a new address is a stranger's, dropped unread.
@@ -248,6 +251,18 @@ class Session:
             self.control.heard_from_peer(now)
         if self.remote is None and self.remote_ssrc is not None:
             self.remote = addr
+
+    def _plain_stream_begins(self, data: bytes) -> bool:
+        """A receiver that takes plain streams, with no call under way, gets RTP: from now on
+        it is a plain stream's receiver (the session is no longer a call)."""
+        control = self.control
+        if not self._takes_plain_stream or control is None or control.state is not State.IDLE:
+            return False
+        if not is_rtp_or_rtcp(data):
+            return False
+        self.control = None
+        self._takes_plain_stream = False
+        return True
 
     def _follow_call(self) -> bool:
         """Once the call connects (by a message, or by our user picking up), media goes to the

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         "send",
         help="stream an audio file to a host in real time",
         description="Stream an audio file (wav, flac, ogg; any rate, mixed to mono) in real time "
-        "to HOST[:PORT], where `voip receive`, ffmpeg or GStreamer listens. Sends RTCP BYE at the end. "
+        "to HOST[:PORT]. To `voip receive` it is encrypted: keys are agreed first (as in a call) and "
+        "both sides show the same two words. For ffmpeg or GStreamer, write an SDP with the key "
+        "(--sdp) or send plain RTP (--insecure). Sends RTCP BYE at the end. "
         "FILE may also be mic or mic:NAME to stream a microphone.",
     )
     send.add_argument("file", help=f"what to send: {SOURCES}")
@@ -75,7 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="write an SDP description of the stream (for ffmpeg or GStreamer); the stream is then SRTP "
         "and the file holds its key (SDES): keep it secret, or add --insecure for plain RTP",
     )
-    send.add_argument("--insecure", action="store_true", help="with --sdp: plain RTP, no key in the SDP")
+    send.add_argument(
+        "--insecure",
+        action="store_true",
+        help="plain RTP that anyone on the path can hear (for ffmpeg or GStreamer without an SDP); "
+        "with --sdp, no key in it",
+    )
+    send.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=30.0,
+        help="give up when nothing came from the receiver for this long (default 30 s)",
+    )
     add_codec_options(send)
     add_network_options(send)
     add_run_options(send, plot=False)
@@ -85,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "receive",
         help="receive a stream and record it",
         description="Receive one RTP/Opus stream (from `voip send`, ffmpeg, GStreamer, ...) and "
-        "play it out through the jitter buffer to the speaker or the --out sinks. Ends when the "
-        "sender says BYE.",
+        "play it out through the jitter buffer to the speaker or the --out sinks. `voip send` "
+        "agrees keys with it and the stream is encrypted; a plain RTP sender is taken too, and "
+        "shown as NOT ENCRYPTED. Ends when the sender says BYE.",
     )
     receive.add_argument(
         "--port", type=port_number, default=None, help=f"UDP port (default {DEFAULT_PORT}, or the one the SDP names)"

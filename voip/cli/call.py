@@ -21,6 +21,7 @@ from voip.cli.console import (
     info,
     level_meter,
     record_timeline,
+    security,
     show,
     status_fields,
     summary,
@@ -323,12 +324,3 @@ def _first_interrupt_sets() -> Iterator[threading.Event]:
         yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def security(control: CallControl, confirmed: bool) -> str:
-    """What protects the call, for the status line: the words to compare, or a warning."""
-    if control.keys is None:
-        return "NOT ENCRYPTED (--insecure)"
-    if control.keys.sas is None:
-        return "encrypted, verified by code"
-    return f'encrypted, {"verified" if confirmed else "unverified"}: "{control.keys.sas}"'

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from voip.control import CallControl
 from voip.errors import VoipError
 from voip.io.audio import Microphone
 from voip.io.plot import write_plot
@@ -199,3 +200,12 @@ def draw_timeline(args: argparse.Namespace, session: Session, stats: StreamStats
     if args.plot and session.jitter.timeline is not None:
         write_plot(session.jitter.timeline, stats, args.plot, title)
         info(f"plot written to {args.plot}", args.quiet)
+
+
+def security(control: CallControl, confirmed: bool) -> str:
+    """What protects the call, for the status line: the words to compare, or a warning."""
+    if control.keys is None:
+        return "NOT ENCRYPTED (--insecure)"
+    if control.keys.sas is None:
+        return "encrypted, verified by code"
+    return f'encrypted, {"verified" if confirmed else "unverified"}: "{control.keys.sas}"'

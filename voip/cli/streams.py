@@ -17,6 +17,7 @@ from voip.cli.console import (
     level_meter,
     read_text,
     record_timeline,
+    security,
     show,
     status_fields,
     summary,
@@ -30,6 +31,7 @@ from voip.cli.options import (
     session_config,
     simulator,
 )
+from voip.control import CallEnded, CallSettings, Connected, IncomingCall
 from voip.errors import VoipError
 from voip.io.audio import Microphone, Speaker, list_devices
 from voip.io.files import SilenceSource
@@ -72,10 +74,14 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, remote: Address) -> int:
+    """Stream to `remote`: by default as a one-way encrypted call (keys agreed with `voip
+    receive`); with --sdp as SRTP keyed by the SDP; with --insecure as plain RTP."""
     sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
     keys = sdes_keys() if args.sdp and not args.insecure else None
     srtp = SrtpContext(keys, gcm=False) if keys is not None else None
-    session = Session(session_config(args, remote), random.Random(), time.monotonic(), srtp)
+    as_call = not args.sdp and not args.insecure
+    call = CallSettings(encrypted=True, timeout_s=args.timeout) if as_call else None
+    session = Session(session_config(args, None if as_call else remote), random.Random(), time.monotonic(), srtp, call)
     if args.sdp:
         key = keys.send.srtp if keys is not None else None
         sdp = opus_sdp(remote[0], remote[1], args.payload_type, session.config.opus, session.ssrc, key)
@@ -84,9 +90,30 @@ def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, r
     total = getattr(io.source, "duration_s", None)
     status = StatusLine(args.quiet)
     metrics = Metrics(args.metrics)
-    info(f"sending {io.input_description} to {show(remote)}", args.quiet)
+    control = session.control
+    ended: CallEnded | None = None
+    if control is not None:
+        endpoint.source = None  # the file starts when the receiver has answered and keys are agreed
+        control.call(remote, time.monotonic())
+        info(f"sending {io.input_description} to {show(remote)}: agreeing keys", args.quiet)
+    else:
+        info(f"sending {io.input_description} to {show(remote)}{' (SRTP, key in the SDP)' if srtp else ''}", args.quiet)
 
     def progress(now: float) -> None:
+        nonlocal ended
+        for event in iter(session.next_event, None):
+            if isinstance(event, Connected):
+                assert control is not None
+                endpoint.source = io.source
+                loop.tick_now()
+                status.clear()
+                info(f"receiver answered, {security(control, False)}", args.quiet)
+                if control.keys is not None and control.keys.sas is not None:
+                    info(f'the receiver shows the words "{control.keys.sas}": if they differ, stop', args.quiet)
+            elif isinstance(event, CallEnded):
+                ended = event
+        if endpoint.source is None:
+            return
         elapsed = now - loop.start
         done = f"{elapsed:5.1f}/{total:.1f} s" if total else f"{elapsed:5.1f} s"
         status.show(now, lambda: [(0, f"sending {done}"), (3, level_meter(io.mic)), *status_fields(session.stats(now))])
@@ -95,9 +122,11 @@ def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, r
     loop = MediaLoop([endpoint], session.frame_samples, on_tick=progress, source_drift_ppm=args.network.drift_ppm)
 
     def should_stop(now: float) -> bool:
+        if ended is not None:
+            return True
         if endpoint.source_done or _past(loop, args, now):
             session.hang_up(now)
-            return True
+            return control is None  # a call ends when the receiver acknowledges (or gives up)
         return False
 
     try:
@@ -109,6 +138,9 @@ def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, r
         sock.close()
         metrics.close()
     status.clear()
+    if ended is not None and not ended.normal:
+        hint = " (is `voip receive` running there? ffmpeg and GStreamer need --sdp or --insecure)"
+        raise VoipError(f"not sent: {ended.reason}{hint if 'answer' in ended.reason else ''}")
     summary("sent", io.device_counters(session.stats(time.monotonic())), args)
     return 0
 
@@ -130,7 +162,9 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
         if stream.srtp_key is not None:
             srtp = SrtpContext(sdes_keys(stream.srtp_key), gcm=False)
     sock = open_socket(args.bind, port if port is not None else DEFAULT_PORT)
-    session = Session(config, random.Random(), time.monotonic(), srtp)
+    # Without an SDP: `voip send` calls with keys to agree; a plain RTP sender is taken too.
+    call = None if srtp is not None else CallSettings(encrypted=True, takes_plain_stream=True)
+    session = Session(config, random.Random(), time.monotonic(), srtp, call)
     record_timeline(args, session)
     endpoint = io.endpoint(session, sock)
     status = StatusLine(args.quiet)
@@ -138,9 +172,26 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
     encrypted = " (SRTP, key from the SDP)" if srtp is not None else ""
     info(f"listening on {show(sock.getsockname())}{encrypted}, playing to {io.output_description}", args.quiet)
 
+    ended: CallEnded | None = None
+
     def on_tick(now: float) -> None:
+        nonlocal ended
         for event in iter(session.next_event, None):
-            if isinstance(event, StreamStarted):
+            if isinstance(event, IncomingCall) and session.control is not None:
+                session.control.accept(now)  # a receiver takes the stream it is sent
+            elif isinstance(event, Connected) and session.control is not None:
+                status.clear()
+                info(f"{show(event.peer)} is sending, {security(session.control, False)}", args.quiet)
+                sas = session.control.keys.sas if session.control.keys is not None else None
+                if sas is not None:
+                    info(f'the sender shows the words "{sas}": if they differ, someone is in the middle', args.quiet)
+            elif isinstance(event, CallEnded):
+                ended = event
+                session.jitter.end_of_stream(now)  # what was sent still plays, BYE or not
+            elif isinstance(event, StreamStarted) and session.control is None:
+                status.clear()
+                info(f"receiving from {show(event.address)} (SSRC {event.ssrc:#010x}), NOT ENCRYPTED", args.quiet)
+            elif isinstance(event, StreamStarted):
                 status.clear()
                 info(f"receiving from {show(event.address)} (SSRC {event.ssrc:#010x})", args.quiet)
             elif isinstance(event, ByeReceived):
@@ -153,7 +204,9 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
 
     loop = MediaLoop([endpoint], session.frame_samples, on_tick=on_tick)
     try:
-        loop.run(lambda now: session.receive_finished or _past(loop, args, now))
+        loop.run(
+            lambda now: session.receive_finished or _past(loop, args, now) or (ended is not None and not ended.normal)
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -162,6 +215,8 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
         sock.close()
         metrics.close()
     status.clear()
+    if ended is not None and not ended.normal:
+        raise VoipError(f"stream ended: {ended.reason}")
     stats = io.device_counters(session.stats(time.monotonic()))
     summary("received", stats, args)
     draw_timeline(args, session, stats, "received")
