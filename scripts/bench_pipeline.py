@@ -4,7 +4,9 @@
 All run side by side in one process on the same speech, so the ratios hold on any
 machine: (a) libopus encode + decode, (b) encode, packetize, UDP sendto on 127.0.0.1,
 recvfrom, parse, statistics, jitter buffer, decode; (c) the same in an encrypted call
-(SRTP with AEAD_AES_128_GCM both ways, keys agreed by the call set-up). Prints a Markdown table.
+(SRTP with AEAD_AES_128_GCM both ways, keys agreed by the call set-up); (d) (c) with the
+speakerphone stage on one side (echo cancellation, noise suppression, gain control: render
+what it plays, capture what it sends). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
 from voip.control import CallSettings
 from voip.io.files import FileSource, bundled_speech
+from voip.processing import AudioProcessor, ProcessingSettings
 from voip.session import Session, SessionConfig
 
 FRAME = 960
@@ -57,7 +60,7 @@ def encrypted_call(opus: OpusSettings, tx: tuple[str, int], rx: tuple[str, int])
     return sender, receiver
 
 
-def whole_path(frames: list[np.ndarray], complexity: int, encrypted: bool = False) -> float:
+def whole_path(frames: list[np.ndarray], complexity: int, encrypted: bool = False, processed: bool = False) -> float:
     rx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx_sock.bind(("127.0.0.1", 0))
@@ -68,15 +71,18 @@ def whole_path(frames: list[np.ndarray], complexity: int, encrypted: bool = Fals
     else:
         sender = Session(SessionConfig(opus=opus, remote=rx_sock.getsockname()), random.Random(1), 0.0)
         receiver = Session(SessionConfig(opus=opus, remote=tx_sock.getsockname()), random.Random(2), 0.0)
+    processor = AudioProcessor(ProcessingSettings()) if processed else None
     start = time.process_time()
     for i, frame in enumerate(frames):
         now = i * 0.02  # a simulated clock: the benchmark measures CPU, not pacing
-        sender.send_audio(frame, now)
+        sender.send_audio(frame if processor is None else processor.capture(frame, 0.05), now)
         for data, addr in sender.datagrams_to_send(now):
             tx_sock.sendto(data, addr)
         data, addr = rx_sock.recvfrom(2048)
         receiver.receive_datagram(data, addr, now)
-        receiver.pull_audio(FRAME, now)
+        played = receiver.pull_audio(FRAME, now)
+        if processor is not None:
+            processor.render(played)  # one side's both halves: what it plays is the echo reference
     elapsed = (time.process_time() - start) / len(frames)
     rx_sock.close()
     tx_sock.close()
@@ -92,17 +98,18 @@ def main() -> None:
     frames = speech_frames(args.frames)
     print(
         "| complexity | (a) bare Opus enc+dec, us/frame | (b) whole path, us/frame | (c) with SRTP, us/frame "
-        "| (b)/(a) | (c)/(a) |"
+        "| (d) with SRTP and speakerphone processing, us/frame | (b)/(a) | (c)/(a) | (d)/(a) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for complexity in (10, 5):
-        bare, path, secure = [], [], []
+        bare, path, secure, processed = [], [], [], []
         for _ in range(args.rounds):  # interleaved so that machine load hits all alike
             bare.append(bare_codec(frames, complexity))
             path.append(whole_path(frames, complexity))
             secure.append(whole_path(frames, complexity, encrypted=True))
-        a, b, c = min(bare) * 1e6, min(path) * 1e6, min(secure) * 1e6
-        print(f"| {complexity} | {a:.1f} | {b:.1f} | {c:.1f} | {b / a:.3f} | {c / a:.3f} |")
+            processed.append(whole_path(frames, complexity, encrypted=True, processed=True))
+        a, b, c, d = (min(times) * 1e6 for times in (bare, path, secure, processed))
+        print(f"| {complexity} | {a:.1f} | {b:.1f} | {c:.1f} | {d:.1f} | {b / a:.3f} | {c / a:.3f} | {d / a:.3f} |")
 
 
 if __name__ == "__main__":

@@ -93,13 +93,15 @@ class WebRtcBackend:
             auto_gain_control=settings.gain_control,
         )
         self._echo = settings.echo_cancellation
+        self._delay_ms: int | None = None
 
     def process_reverse(self, chunk: bytearray) -> None:
         self._apm.process_reverse_stream(self._rtc.AudioFrame(chunk, SAMPLE_RATE, 1, CHUNK))
 
     def process(self, chunk: bytearray, delay_ms: int) -> None:
-        if self._echo:
+        if self._echo and delay_ms != self._delay_ms:  # kept between calls: each call through the FFI costs
             self._apm.set_stream_delay_ms(delay_ms)
+            self._delay_ms = delay_ms
         frame = self._rtc.AudioFrame(chunk, SAMPLE_RATE, 1, CHUNK)
         self._apm.process_stream(frame)
         chunk[:] = frame.data.cast("B")
