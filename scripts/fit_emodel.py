@@ -29,7 +29,7 @@ from voip.emodel import R0, r_from_mos
 from voip.quality import utterance_pesq
 
 FRAME = 960
-LOSSES = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.10, 0.15, 0.20)
+LOSSES = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.10, 0.15, 0.20)
 
 
 def degraded(packets: list[bytes], loss: float, seed: int) -> np.ndarray:
