@@ -12,9 +12,10 @@ class JitterConfig:
     # The delay model (voip.playout.delay)
     bucket_ms: float = 5.0  # resolution of the relative-delay histogram
     forget_factor: float = 0.9993  # per packet: a memory of ~1400 packets, ~28 s at 20 ms
-    reference_window_s: float = 2.0  # relative delay is transit above the least of this long
+    reference_window_s: float = 20.0  # relative delay is transit above the least of this long
     floor_rise_ms: float = 20.0  # every packet of floor_rise_s this far above the floor: the route changed
-    floor_rise_s: float = 0.5
+    floor_rise_s: float = 2.0
+    outage_s: float = 2.0  # no packet for this long: the floor starts over from the packets after the outage
     initial_delay_ms: float = 20.0  # a prior: a few packets this late, so a call starts with a cushion
     fixed_ms: float = 26.5  # mouth-to-ear delay besides path, buffer and devices: frame and lookahead
     # The engine and its policy (voip.playout.engine, voip.playout.policy)

@@ -2,7 +2,10 @@
 
 A packet's relative delay is its transit time above the fastest transit of the last
 `reference_window_s` (RTP time is the sender's clock, so only differences of transit
-mean anything). Relative delays go into a histogram that forgets geometrically
+mean anything). The window is long (20 s) so that this floor holds still: the least of a
+couple of seconds of Gaussian jitter wanders by half a standard deviation, and every
+step of it moves every relative delay, and with them the buffer. After an outage
+(`outage_s` without a packet) the floor starts over from the packets that follow. Relative delays go into a histogram that forgets geometrically
 (`forget_factor` per packet, about half a minute of memory): long enough to know how
 often a path stalls or spikes, which decides what covering them is worth.
 
@@ -14,11 +17,11 @@ target covers the whole tail, and on a path with rare long stalls it lets them g
 
 Stalls that recur (a link that stalls every few seconds) stay in the histogram's memory,
 and the E-model weighs covering them against their delay. What a histogram cannot see is
-the path's floor rising (a route change): relative delays measured against the old floor
-would say "80 ms of jitter" for a whole reference window, and a long memory would keep
-that for half a minute. So once every packet of `floor_rise_s` came more than
-`floor_rise_ms` above the floor, the floor moves and those packets are counted again
-against the new one.
+the path's floor rising (a route change, or a sender clock that runs slow): relative
+delays measured against the old floor would say "80 ms of jitter" for a whole reference
+window, and a long memory would keep that for half a minute. So once every packet of
+`floor_rise_s` came more than `floor_rise_ms` above the floor, the floor moves and those
+packets are counted again against the new one.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class DelayModel:
         self._prior_late = PRIOR_LATE * (1.0 - config.forget_factor)  # at weight 1, fading
         self._weight = 1.0  # forgetting by ever larger weights, folded back before they overflow
         self._reference: deque[tuple[float, float]] = deque()  # (arrival, transit), transit rising
+        self._last_arrival: float | None = None
         self._recent: deque[tuple[float, float, int, float]] = deque()  # (arrival, transit, bucket, mass)
         self._seen: dict[int, float] = {}  # timestamp -> relative delay, the latest SEEN_PACKETS, oldest first
         self._path_delay = 0.0
@@ -118,6 +122,9 @@ class DelayModel:
 
     def _relative(self, transit: float, now: float) -> float:
         reference = self._reference
+        if self._last_arrival is not None and now - self._last_arrival >= self.config.outage_s:
+            reference.clear()  # an outage: the path after it is measured afresh, from its own packets
+        self._last_arrival = now
         while reference and reference[0][0] < now - self.config.reference_window_s:
             reference.popleft()
         while reference and reference[-1][1] >= transit:  # monotonic deque: front is the minimum
