@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -37,14 +38,20 @@ def speech_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 15.0) -> str:
     """Read the process's stderr until a line containing `text` (the listener says what it does)."""
     assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if text in line:
-            return line
-        if not line and proc.poll() is not None:
-            break
-    raise AssertionError(f"no line with {text!r} from the process")
+    # A process that stays silent would block readline for ever: past the deadline it is
+    # killed, so its stderr ends and the wait fails.
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    try:
+        while True:
+            line = proc.stderr.readline()
+            if text in line:
+                return line
+            if not line:
+                break
+    finally:
+        killer.cancel()
+    raise AssertionError(f"no line with {text!r} from the process within {timeout:.0f} s")
 
 
 def _listener(processes: Processes, host: str, port: int, *extra: str, prefix: tuple[str, ...] = ()):

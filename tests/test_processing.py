@@ -157,7 +157,6 @@ def test_a_call_through_a_room_does_not_hear_itself(processes: Processes, tmp_pa
             ROOM,
             "--stats-json",
             str(stats),
-            "--quiet",
             *([] if aec else ["--no-aec"]),
         )
     )

@@ -25,6 +25,7 @@ from voip import SAMPLE_RATE
 from voip.codec import Pcm
 from voip.errors import VoipError
 
+MAX_BLOCK = SAMPLE_RATE  # the longest capture block a room serves in full (1 s)
 DIRECT_TO_REVERB = 1.0  # energy of the reverberant tail against the direct path
 
 
@@ -104,7 +105,8 @@ class Room:
         self._fft = (0, np.zeros(0))
 
     def play(self, pcm: Pcm) -> None:
-        self._played = np.concatenate((self._played, pcm.astype(np.float32)))
+        played = np.concatenate((self._played, pcm.astype(np.float32)))
+        self._played = played[-(len(self._h) + MAX_BLOCK) :]  # what the next capture can hear, and no more
 
     def capture(self, pcm: Pcm) -> Pcm:
         n, taps = len(pcm), len(self._h)

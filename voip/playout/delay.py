@@ -5,9 +5,11 @@ A packet's relative delay is its transit time above the fastest transit of the l
 mean anything). The window is long (20 s) so that this floor holds still: the least of a
 couple of seconds of Gaussian jitter wanders by half a standard deviation, and every
 step of it moves every relative delay, and with them the buffer. After an outage
-(`outage_s` without a packet) the floor starts over from the packets that follow. Relative delays go into a histogram that forgets geometrically
-(`forget_factor` per packet, about half a minute of memory): long enough to know how
-often a path stalls or spikes, which decides what covering them is worth.
+(`outage_s` without a packet) the floor starts over from the packets that follow.
+
+Relative delays go into a histogram that forgets geometrically (`forget_factor` per
+packet, about half a minute of memory): long enough to know how often a path stalls or
+spikes, which decides what covering them is worth.
 
 The target is the delay that a listener would prefer, by the E-model (`voip.emodel`):
 for each candidate delay, the packets later than it are concealed, which costs
