@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import voip_command
+from tests.conftest import run_voip, voip_command
 from voip.cli.console import fit, status_fields
 from voip.stats import StreamStats
 
@@ -81,3 +81,12 @@ def test_a_real_terminal_of_80_columns_gets_lines_of_80_at_most():
     status = [u for u in updates if "MOS" in u]
     assert status, text
     assert max(len(u) for u in status) <= 79, status
+
+
+def test_into_a_log_a_plain_line_comes_every_few_seconds():
+    """stderr is a pipe, not a terminal: no carriage returns, a whole line every 5 s."""
+    result = run_voip("loopback", "--in", "speech", "--out", "null", "--duration", "6")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "MOS" in line]
+    assert len(lines) == 1, result.stderr  # at 5 s; the next would be at 10 s
+    assert len(lines[0]) <= 160 and "\r" not in result.stderr

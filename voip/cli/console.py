@@ -23,28 +23,42 @@ from voip.stats import StreamStats
 from voip.timeline import Timeline
 
 STATUS_INTERVAL_S = 0.5
+PLAIN_INTERVAL_S = 5.0  # not a terminal: a line this often
+PLAIN_WIDTH = 160
 
 
 Field = tuple[int, str]  # (importance: 0 is kept longest, text) of one part of the status line
 
 
 class StatusLine:
-    """One self-overwriting line on a terminal, never wider than it (a wider line wraps, and
-    every update then stacks a new line); nothing when stderr is not a terminal."""
+    """The live status: on a terminal, one self-overwriting line never wider than it (a wider
+    line wraps, and every update then stacks a new line); into a pipe or a log, a plain
+    line every `PLAIN_INTERVAL_S`, so a long run can be followed there too."""
 
     def __init__(self, quiet: bool) -> None:
-        self.enabled = not quiet and sys.stderr.isatty()
-        self._last = 0.0
+        self.enabled = not quiet
+        self._terminal = sys.stderr.isatty()
+        self._last: float | None = None  # a log's first line comes one interval in, not at once
         self._shown = False
 
     def show(self, now: float, fields: Callable[[], list[Field]]) -> None:
-        """Redraw at most every STATUS_INTERVAL_S; `fields` are only built when drawn."""
-        if self.enabled and now - self._last >= STATUS_INTERVAL_S:
+        """Redraw at most every STATUS_INTERVAL_S (PLAIN_INTERVAL_S into a log); `fields` are
+        only built when drawn."""
+        if not self.enabled:
+            return
+        if self._last is None and not self._terminal:
             self._last = now
+        interval = STATUS_INTERVAL_S if self._terminal else PLAIN_INTERVAL_S
+        if self._last is not None and now - self._last < interval:
+            return
+        self._last = now
+        if self._terminal:
             width = shutil.get_terminal_size(fallback=(80, 24)).columns - 1  # the last column would wrap
             sys.stderr.write("\r\x1b[K" + fit(fields(), width))
             sys.stderr.flush()
             self._shown = True
+        else:
+            print(fit(fields(), PLAIN_WIDTH), file=sys.stderr, flush=True)
 
     def clear(self) -> None:
         if self._shown:
