@@ -29,6 +29,7 @@ Columns, the mean over seeds (and the worst seed for MOS_CQ):
     scripts/setup --bench
     .venv/bin/python scripts/bench_jitter.py [--seeds 1 2 3] [--traces wifi lte ...] [--gstreamer]
         [--jitter FIELD=VALUE ...]   # our buffer with other JitterConfig settings
+        [--ours-only]                # and only it: a setting's A/B in minutes
 """
 
 from __future__ import annotations
@@ -411,12 +412,16 @@ def best_delay(sweeps: list[dict[int, Score]]) -> int:
     return max(delays, key=lambda d: float(np.mean([fixed_score_at(sweep, d).mos_cq for sweep in sweeps])))
 
 
-def run_case(job: tuple[Trace, int, JitterConfig, bool]) -> tuple[list[tuple[str, Score]], dict[int, Score]]:
-    """Our receivers and the fixed ones on one trace and seed, and the whole fixed-delay sweep."""
-    trace, seed, config, gstreamer = job
+def run_case(job: tuple[Trace, int, JitterConfig, bool, bool]) -> tuple[list[tuple[str, Score]], dict[int, Score]]:
+    """Our receivers and the fixed ones on one trace and seed, and the whole fixed-delay sweep
+    (with `ours_only`, our receiver pulled every 10 ms alone: for trying a setting)."""
+    trace, seed, config, gstreamer, ours_only = job
     case = make_case(trace, seed)
+    ours = ("ours", case.score(run_ours(case.packets, case.arrivals, config, SAMPLE_RATE // 100)))
+    if ours_only:
+        return [ours], {}
     rows = [
-        ("ours", case.score(run_ours(case.packets, case.arrivals, config, SAMPLE_RATE // 100))),
+        ours,
         ("ours@20", case.score(run_ours(case.packets, case.arrivals, config, FRAME))),
         ("fixed200", case.score(run_fixed(case.packets, case.arrivals, 0.2))),
         ("seq4", case.score(run_sequence_only(case.packets, case.arrivals))),
@@ -521,6 +526,9 @@ def main() -> None:
     parser.add_argument("--gstreamer", action="store_true", help="also GStreamer's receiver, in real time")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
+        "--ours-only", action="store_true", help="our receiver alone, no fixed delays: for trying a setting"
+    )
+    parser.add_argument(
         "--jitter",
         metavar="FIELD=VALUE",
         action="append",
@@ -539,9 +547,16 @@ def main() -> None:
     )
     for trace in traces:  # synthesize each conversation once, before the workers need it
         conversation(trace.speech_s)
-    jobs = [(trace, seed, config, args.gstreamer) for trace in traces for seed in args.seeds]
+    jobs = [(trace, seed, config, args.gstreamer, args.ours_only) for trace in traces for seed in args.seeds]
     with multiprocessing.Pool(args.processes) as pool:
         results = pool.map(run_case, jobs, chunksize=1)
+        if args.ours_only:
+            print("\n| trace | receiver | PESQ | PLCMOS | Ta ms | MOS_CQ (worst) | late % | conc. % | warp ms |")
+            print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+            for trace in traces:
+                scores = [rows[0][1] for job, (rows, _) in zip(jobs, results, strict=True) if job[0] is trace]
+                print(Row("ours", scores, ours=True).line(trace))
+            return
         bars = {
             trace.key: best_delay([sweep for job, (_, sweep) in zip(jobs, results, strict=True) if job[0] is trace])
             for trace in traces
