@@ -290,6 +290,7 @@ def test_voip_receive_decrypts_what_voip_send_describes_in_its_sdp(tmp_path, spe
     sender.communicate(timeout=30)
     assert received.returncode == 0, received.stderr
     assert "SRTP, key from the SDP" in received.stderr and "sender said goodbye" in received.stderr
+    assert "NOT ENCRYPTED" not in received.stderr  # SRTP by the SDP's key is encrypted too
     assert json.loads((tmp_path / "rx.json").read_text())["packets_unauthenticated"] == 0
     assert pesq_wb(speech, read_48k(out), max_lag_s=3.0) >= 3.5
 

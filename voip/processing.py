@@ -123,7 +123,6 @@ class AudioProcessor:
         self._echo_in = self._echo_out = 0.0  # powers while the far end played, forgetting
         self._echo_seen = False
         self._in_power = self._out_power = 0.0  # all captured chunks, forgetting
-        self._chunks = 0
 
     def render(self, pcm: Pcm) -> None:
         """Audio about to be played: the reference the canceller subtracts."""
@@ -155,7 +154,6 @@ class AudioProcessor:
         self._backend.process(data, round(self._delay_ms))
         out = np.frombuffer(data, dtype=np.int16).astype(np.float32) / 32768.0
         before, after = _power(chunk), _power(out)
-        self._chunks += 1
         self._in_power = ERLE_MEMORY * self._in_power + (1 - ERLE_MEMORY) * before
         self._out_power = ERLE_MEMORY * self._out_power + (1 - ERLE_MEMORY) * after
         far_peak = max(self._far_peaks, default=0.0)

@@ -188,12 +188,10 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
             elif isinstance(event, CallEnded):
                 ended = event
                 session.jitter.end_of_stream(now)  # what was sent still plays, BYE or not
-            elif isinstance(event, StreamStarted) and session.control is None:
-                status.clear()
-                info(f"receiving from {show(event.address)} (SSRC {event.ssrc:#010x}), NOT ENCRYPTED", args.quiet)
             elif isinstance(event, StreamStarted):
                 status.clear()
-                info(f"receiving from {show(event.address)} (SSRC {event.ssrc:#010x})", args.quiet)
+                plain = ", NOT ENCRYPTED" if session.encryption is None else ""
+                info(f"receiving from {show(event.address)} (SSRC {event.ssrc:#010x}){plain}", args.quiet)
             elif isinstance(event, ByeReceived):
                 status.clear()
                 reason = f": {event.reason}" if event.reason else ""
