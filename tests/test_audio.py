@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import Processes, run_voip, start_virtual_audio, stop_virtual_audio, voip_command
 from voip.errors import VoipError
-from voip.io.audio import Device, find_device
+from voip.io.audio import Device, Speaker, find_device
 from voip.io.files import bundled_speech
 from voip.quality import pesq_wb
 
@@ -151,6 +151,19 @@ def test_a_device_that_vanishes_ends_the_run_with_one_clear_reason(audio_device,
     assert time.monotonic() - stopped_at < 5
     # PortAudio's ALSA layer prints its own diagnostics as the server goes; ours is one line
     assert "voip: audio device" in err and "stopped (unplugged, or the sound server went away)" in err
+
+
+def test_a_speaker_the_loop_answers_too_late_keeps_more_blocks_queued(audio_device):
+    speaker = Speaker(find_device("", "output"), 960)
+    try:
+        speaker.start(time.monotonic())
+        time.sleep(0.3)  # the loop is late on purpose: the device plays the queue out and underflows
+        speaker.take_requests(time.monotonic())
+        assert speaker.output_underflows > 0
+        assert speaker.queue_blocks == Speaker.MAX_QUEUE_BLOCKS  # one more block per underflow, capped
+        assert speaker.wants_audio
+    finally:
+        speaker.close()
 
 
 def test_device_names_that_match_nothing_or_several(audio_device):

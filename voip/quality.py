@@ -69,6 +69,25 @@ def utterance_pesq(
     return scores
 
 
+def utterances(reference: Pcm, min_pause_s: float = 0.25, floor_db: float = -40.0) -> list[tuple[int, int]]:
+    """Start and end samples of the speech in `reference`: runs of 10 ms frames within `floor_db`
+    of the loudest one, split where a pause lasts `min_pause_s` (a breath inside a sentence is shorter)."""
+    frame = SAMPLE_RATE // 100
+    count = len(reference) // frame
+    power = np.mean(np.square(reference[: count * frame].reshape(count, frame), dtype=np.float64), axis=1)
+    if not power.any():
+        return []
+    loud = 10 * np.log10(power + 1e-20) > 10 * np.log10(power.max() + 1e-20) + floor_db
+    spans: list[tuple[int, int]] = []
+    min_pause = round(min_pause_s * 100)
+    for index in np.flatnonzero(loud).tolist():
+        if spans and index - spans[-1][1] < min_pause:
+            spans[-1] = (spans[-1][0], index + 1)
+        else:
+            spans.append((index, index + 1))
+    return [(start * frame, end * frame) for start, end in spans]
+
+
 def plcmos(degraded: Pcm) -> float:
     """PLCMOS v2 (the ICASSP PLC challenge's non-intrusive judge of concealment; `speechmos`,
     a bench extra). The model draws random rater embeddings: seeded here, so a score repeats."""

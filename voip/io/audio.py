@@ -7,9 +7,10 @@ media loop waits on audio and network packets in the same `select`.
 
 * Microphone: the callback sends [ADC time, samples] per block; the loop reads
   them as they come, so captured audio is encoded without waiting for a tick.
-* Speaker: the loop keeps one block queued; the callback takes it and sends back
-  a request carrying the DAC time of the block it took, and the loop answers with
-  the next one. Playout is therefore paced by the device clock, not by ours.
+* Speaker: the loop keeps two blocks queued (more after an underflow); the callback
+  takes one and sends back a request carrying the DAC time of the block it took, and
+  the loop answers with the next one. Playout is therefore paced by the device
+  clock, not by ours.
 
 sounddevice is imported on first use: without PortAudio, file-only commands work.
 """
@@ -258,14 +259,20 @@ class Microphone(_DeviceStream):
 class Speaker(_DeviceStream):
     """A playback device as a clocked sink: `fileno()` is readable when it wants audio."""
 
-    QUEUE_BLOCKS = 1  # blocks kept ahead of the device: the least that lets us answer its request
+    # Blocks kept ahead of the device. One would do for a device that asks every 20 ms, but
+    # devices ask in bursts: on a 1024-sample PipeWire cycle, every 16th 960-sample block is
+    # asked for right after the one before, before the loop can answer. Two leave the loop a
+    # whole block to answer in; each underflow adds one more, up to MAX_QUEUE_BLOCKS.
+    QUEUE_BLOCKS = 2
+    MAX_QUEUE_BLOCKS = 4
     # PortAudio may call twice in a row as the stream starts, before the loop has answered the
     # first request: start with one block more (silence), which the first requests use up.
-    START_BLOCKS = 2
+    START_BLOCKS = QUEUE_BLOCKS + 1
 
     def __init__(self, device: Device, frame_samples: int) -> None:
         super().__init__(device, "output", frame_samples)
         self.output_underflows = 0
+        self.queue_blocks = self.QUEUE_BLOCKS
         self.output_delay = RunningMean()  # from leaving the loop to the DAC, per played block
         self._sent_at: deque[float] = deque()  # when each queued block left the loop
         self._pending = np.zeros(0, dtype=np.float32)
@@ -294,7 +301,7 @@ class Speaker(_DeviceStream):
 
     @property
     def wants_audio(self) -> bool:
-        return len(self._sent_at) < self.QUEUE_BLOCKS
+        return len(self._sent_at) < self.queue_blocks
 
     def take_requests(self, now: float) -> None:
         """Read the device's requests: each one means a queued block went to the DAC."""
@@ -306,7 +313,9 @@ class Speaker(_DeviceStream):
             self._last_activity = now
             self._running = True
             dac = float(self._request[0])
-            if not math.isnan(dac) and self._sent_at:  # NaN: an underflow took nothing
+            if math.isnan(dac):  # an underflow took nothing: the loop answers too late for this device
+                self.queue_blocks = min(self.queue_blocks + 1, self.MAX_QUEUE_BLOCKS)
+            elif self._sent_at:
                 self.output_delay.add(dac - self.pa_offset - self._sent_at.popleft())
 
     def write(self, pcm: Pcm, now: float) -> None:
