@@ -403,6 +403,36 @@ def test_a_plain_sender_is_received_and_shown_as_not_encrypted(tmp_path, process
     assert "NOT ENCRYPTED" in receiver_err
 
 
+def test_a_receiver_with_a_code_takes_only_the_sender_that_knows_it(tmp_path, speech, processes: Processes):
+    port = free_udp_port()
+    got = tmp_path / "got.wav"
+    receiver = processes.start(
+        voip_command("receive", "--bind", "127.0.0.1", "--port", str(port), "--code", "--out", str(got))
+    )
+    _wait_for_line(receiver, "listening on")
+    assert receiver.stdout is not None
+    code = receiver.stdout.readline().split()[1]  # "code: 7-guitar-harbor  (the sender runs: ...)"
+    plain = run_voip("send", "tone:440", f"127.0.0.1:{port}", "--insecure", "--duration", "1", "--quiet")
+    assert plain.returncode == 0  # plain RTP expects no answer; the receiver just does not take it
+    wrong = run_voip("send", "tone:440", f"127.0.0.1:{port}", "--code", "1-acid-tiger", "--duration", "1")
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip().splitlines()[-1] == "voip: not sent: wrong code: the listener's code is not this one"
+    right = run_voip("send", SPEECH, f"127.0.0.1:{port}", "--code", code, "--duration", "2")
+    assert right.returncode == 0, right.stderr
+    assert "encrypted, verified by code" in right.stderr
+    _, receiver_err = receiver.communicate(timeout=30)
+    assert receiver.returncode == 0, receiver_err
+    assert "a sender came with a wrong code" in receiver_err and "NOT ENCRYPTED" not in receiver_err
+    # the speech, not the tone: a receiver that took the plain sender would have ended at its BYE
+    assert pesq_wb(speech[: 2 * 48000], read_48k(str(got))) > 3.0
+
+
+def test_a_code_goes_with_key_agreement_only():
+    for args in (("send", "tone:440", "127.0.0.1:5004", "--insecure"), ("receive", "--sdp", "x.sdp", "--out", "null")):
+        line = _one_clear_line(run_voip(*args, "--code", "1-acid-tiger"))
+        assert "--code agrees keys with" in line
+
+
 def test_voip_send_with_nobody_to_agree_keys_fails_with_a_hint():
     result = run_voip("send", "silence", f"127.0.0.1:{free_udp_port()}")
     assert result.returncode == 1

@@ -9,9 +9,10 @@ import time
 from collections.abc import Sequence
 
 from voip import __version__
-from voip.cli.call import MAX_WRONG_CODES, run_call, run_listen
+from voip.cli.call import run_call, run_listen
 from voip.cli.options import (
     DEFAULT_PORT,
+    MAX_WRONG_CODES,
     SOURCES,
     add_codec_options,
     add_network_options,
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         "with --sdp, no key in it",
     )
     send.add_argument(
+        "--code",
+        metavar="CODE",
+        help="the code `voip receive --code` printed: the stream is then authenticated by it, no words to compare",
+    )
+    send.add_argument(
         "--timeout",
         type=positive_seconds,
         default=30.0,
@@ -111,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="receive the stream an SDP describes (ffmpeg's -sdp_file, `voip send --sdp`, or by hand): "
         "its port, its Opus payload type and, for SRTP, its key (a=crypto, AES_CM_128_HMAC_SHA1_80)",
+    )
+    receive.add_argument(
+        "--code",
+        nargs="?",
+        const="",
+        metavar="CODE",
+        help="take only a `voip send --code` stream that knows a short code (a fresh one is printed; or give "
+        f"your own); plain RTP is then refused, and after {MAX_WRONG_CODES} wrong codes the receiver stops",
     )
     add_out_option(receive, default="speaker")
     add_codec_options(receive, sending=False)

@@ -26,7 +26,15 @@ from voip.cli.console import (
     status_fields,
     summary,
 )
-from voip.cli.options import DEFAULT_PORT, check_drift, frame_samples, processing_settings, session_config, simulator
+from voip.cli.options import (
+    DEFAULT_PORT,
+    MAX_WRONG_CODES,
+    check_drift,
+    frame_samples,
+    processing_settings,
+    session_config,
+    simulator,
+)
 from voip.control import (
     CallControl,
     CallEnded,
@@ -46,8 +54,6 @@ from voip.io.loop import MediaLoop
 from voip.io.media import AudioIO, open_audio
 from voip.io.udp import open_listening_socket, open_socket, parse_host_port, resolve
 from voip.session import Session
-
-MAX_WRONG_CODES = 3  # a listener with a code stops after this many: each call tests one guess
 
 
 def run_call(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from voip.rtcp import NTP_EPOCH_OFFSET
 from voip.session import Address, SessionConfig
 
 DEFAULT_PORT = 5004
+MAX_WRONG_CODES = 3  # a listener (or receiver) with a code stops after this many: each call tests one guess
 SOURCES = "mic, mic:NAME_OR_INDEX, an audio file (wav/flac/ogg), speech (a bundled sample), tone:HZ or silence"
 
 

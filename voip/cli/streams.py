@@ -25,6 +25,7 @@ from voip.cli.console import (
 )
 from voip.cli.options import (
     DEFAULT_PORT,
+    MAX_WRONG_CODES,
     check_drift,
     frame_samples,
     processing_settings,
@@ -32,6 +33,7 @@ from voip.cli.options import (
     simulator,
 )
 from voip.control import CallEnded, CallSettings, Connected, IncomingCall
+from voip.crypto import new_code
 from voip.errors import VoipError
 from voip.io.audio import Microphone, Speaker, list_devices
 from voip.io.files import SilenceSource
@@ -41,7 +43,7 @@ from voip.io.udp import open_socket, parse_host_port, resolve
 from voip.latency import CLICK_PERIOD_S, LatencyProbe, LatencyReport, find_echoes, mean_ms, median_ms
 from voip.netsim import NetworkSpec
 from voip.sdp import opus_sdp, parse_opus_sdp
-from voip.session import Address, ByeReceived, Session, StreamStarted
+from voip.session import Address, ByeReceived, Session, SessionConfig, StreamStarted
 from voip.srtp import SrtpContext, sdes_keys
 from voip.stats import StreamStats
 
@@ -76,11 +78,13 @@ def run_send(args: argparse.Namespace) -> int:
 def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, remote: Address) -> int:
     """Stream to `remote`: by default as a one-way encrypted call (keys agreed with `voip
     receive`); with --sdp as SRTP keyed by the SDP; with --insecure as plain RTP."""
+    if args.code is not None and (args.sdp or args.insecure):
+        raise VoipError("--code agrees keys with `voip receive`: it cannot go with --sdp or --insecure")
     sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
     keys = sdes_keys() if args.sdp and not args.insecure else None
     srtp = SrtpContext(keys, gcm=False) if keys is not None else None
     as_call = not args.sdp and not args.insecure
-    call = CallSettings(encrypted=True, timeout_s=args.timeout) if as_call else None
+    call = CallSettings(encrypted=True, code=args.code, timeout_s=args.timeout) if as_call else None
     session = Session(session_config(args, None if as_call else remote), random.Random(), time.monotonic(), srtp, call)
     if args.sdp:
         key = keys.send.srtp if keys is not None else None
@@ -156,22 +160,53 @@ def run_receive(args: argparse.Namespace) -> int:
 def _receive(args: argparse.Namespace, io: AudioIO) -> int:
     config, port, srtp = session_config(args), args.port, None
     if args.sdp:
+        if args.code is not None:
+            raise VoipError("--code agrees keys with `voip send`: an SDP brings its own key")
         stream = parse_opus_sdp(read_text(args.sdp))
         config = dataclasses.replace(config, payload_type=stream.payload_type)
         port = args.port if args.port is not None else stream.port
         if stream.srtp_key is not None:
             srtp = SrtpContext(sdes_keys(stream.srtp_key), gcm=False)
+    if args.code == "":
+        args.code = new_code()
     sock = open_socket(args.bind, port if port is not None else DEFAULT_PORT)
-    # Without an SDP: `voip send` calls with keys to agree; a plain RTP sender is taken too.
-    call = None if srtp is not None else CallSettings(encrypted=True, takes_plain_stream=True)
+    wrong_codes = 0
+    try:
+        encrypted = " (SRTP, key from the SDP)" if srtp is not None else ""
+        info(f"listening on {show(sock.getsockname())}{encrypted}, playing to {io.output_description}", args.quiet)
+        if args.code:
+            print(f"code: {args.code}  (the sender runs: voip send FILE HOST --code {args.code})", flush=True)
+        while True:
+            session, ended = _receive_stream(args, io, sock, config, srtp)
+            if ended is None or not ended.reason.startswith("wrong code"):
+                break
+            wrong_codes += 1
+            if wrong_codes >= MAX_WRONG_CODES:
+                raise VoipError(f"{wrong_codes} wrong codes: start `voip receive --code` again for a new code")
+            info(f"a sender came with a wrong code; waiting for the stream ({wrong_codes} wrong so far)", args.quiet)
+    finally:
+        sock.close()
+    if ended is not None and not ended.normal:
+        raise VoipError(f"stream ended: {ended.reason}")
+    stats = io.device_counters(session.stats(time.monotonic()))
+    summary("received", stats, args)
+    draw_timeline(args, session, stats, "received")
+    return 0
+
+
+def _receive_stream(
+    args: argparse.Namespace, io: AudioIO, sock: socket.socket, config: SessionConfig, srtp: SrtpContext | None
+) -> tuple[Session, CallEnded | None]:
+    """One stream, to its end (BYE, --duration or Ctrl-C) or to a failed key agreement."""
+    # Without an SDP: `voip send` calls with keys to agree; a plain RTP sender is taken too,
+    # unless a code is asked for: a stream that cannot show the code is not the one expected.
+    takes_plain = args.code is None
+    call = None if srtp is not None else CallSettings(encrypted=True, code=args.code, takes_plain_stream=takes_plain)
     session = Session(config, random.Random(), time.monotonic(), srtp, call)
     record_timeline(args, session)
     endpoint = io.endpoint(session, sock)
     status = StatusLine(args.quiet)
     metrics = Metrics(args.metrics)
-    encrypted = " (SRTP, key from the SDP)" if srtp is not None else ""
-    info(f"listening on {show(sock.getsockname())}{encrypted}, playing to {io.output_description}", args.quiet)
-
     ended: CallEnded | None = None
 
     def on_tick(now: float) -> None:
@@ -210,15 +245,9 @@ def _receive(args: argparse.Namespace, io: AudioIO) -> int:
     finally:
         session.hang_up(time.monotonic())
         endpoint.transmit(time.monotonic())
-        sock.close()
         metrics.close()
     status.clear()
-    if ended is not None and not ended.normal:
-        raise VoipError(f"stream ended: {ended.reason}")
-    stats = io.device_counters(session.stats(time.monotonic()))
-    summary("received", stats, args)
-    draw_timeline(args, session, stats, "received")
-    return 0
+    return session, ended
 
 
 def run_loopback(args: argparse.Namespace) -> int:
