@@ -7,11 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from voip.codec import OpusDecoder, OpusEncoder, OpusSettings
 from voip.io.files import bundled_speech, read_48k
@@ -39,6 +41,22 @@ def assert_speech_carried(reference: np.ndarray, received: np.ndarray) -> None:
     # one sentence may carry a warp from a scheduling stall on a loaded machine; the others
     # keep the mean within 0.1, and a lost or crossed channel scores far below 3 everywhere
     assert np.mean(call) >= np.mean(codec) - 0.1 and min(call) >= 3.0
+
+
+def lead_silence(tmp_path: Path, speech: np.ndarray, seconds: float = 2.0) -> Path:
+    """The speech after `seconds` of silence: a receiver started once the SDP is written still
+    hears all of the speech."""
+    path = tmp_path / "lead.wav"
+    sf.write(path, np.concatenate([np.zeros(int(seconds * 48000), dtype=np.float32), speech]), 48000)
+    return path
+
+
+def wait_for_file(path: Path, timeout: float = 10.0) -> str:
+    """The file's text once it has some (an SDP a sender writes before its first packet)."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return path.read_text()
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:

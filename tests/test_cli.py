@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.conftest import Processes, assert_speech_carried, free_udp_port, run_voip, voip_command
+from tests.conftest import (
+    Processes,
+    assert_speech_carried,
+    free_udp_port,
+    lead_silence,
+    run_voip,
+    voip_command,
+    wait_for_file,
+)
 from tests.test_call import _wait_for_line
 from voip.io.files import bundled_speech, read_48k
 from voip.quality import pesq_wb
@@ -126,21 +134,6 @@ def test_loopback_reports_latency_and_writes_all_stats_keys(tmp_path):
     assert 3.6 < values["mos"] < 3.9  # a clean path on one machine: only the codec's own impairment
 
 
-def _lead_silence(tmp_path, speech, seconds: float = 2.0):
-    """The speech after `seconds` of silence: a receiver started once the SDP is written still
-    hears all of the speech."""
-    path = tmp_path / "lead.wav"
-    sf.write(path, np.concatenate([np.zeros(int(seconds * 48000), dtype=np.float32), speech]), 48000)
-    return path
-
-
-def _wait_for_file(path, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and path.stat().st_size) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return path.read_text()
-
-
 @pytest.mark.skipif(
     shutil.which("ffmpeg") is None and not __import__("os").environ.get("CI"),
     reason="ffmpeg not installed (scripts/test installs it; CI must have it)",
@@ -150,9 +143,9 @@ def test_ffmpeg_decrypts_and_decodes_what_voip_send_sends_from_its_sdp(tmp_path,
     file, decrypts the stream."""
     port = free_udp_port()
     sdp, out = tmp_path / "stream.sdp", tmp_path / "ffmpeg.wav"
-    source = _lead_silence(tmp_path, speech)
+    source = lead_silence(tmp_path, speech)
     sender = processes.start(voip_command("send", str(source), f"127.0.0.1:{port}", "--sdp", str(sdp), "--quiet"))
-    text = _wait_for_file(sdp)  # written before the first packet
+    text = wait_for_file(sdp)  # written before the first packet
     assert "m=audio" in text and "RTP/SAVP 111" in text and "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in text
     assert sdp.stat().st_mode & 0o077 == 0  # the key is readable by its owner only
     ffmpeg_args = ["-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file,udp,rtp"]
@@ -272,9 +265,9 @@ def test_drift_with_a_microphone_is_refused_not_ignored():
 def test_voip_receive_decrypts_what_voip_send_describes_in_its_sdp(tmp_path, speech, processes: Processes):
     port = free_udp_port()
     sdp, out = tmp_path / "stream.sdp", tmp_path / "got.wav"
-    source = _lead_silence(tmp_path, speech)
+    source = lead_silence(tmp_path, speech)
     sender = processes.start(voip_command("send", str(source), f"127.0.0.1:{port}", "--sdp", str(sdp), "--quiet"))
-    assert "a=crypto" in _wait_for_file(sdp)
+    assert "a=crypto" in wait_for_file(sdp)
     received = run_voip(
         "receive",
         "--sdp",
@@ -304,10 +297,10 @@ def test_voip_receive_plays_an_ffmpeg_sender_from_its_sdp(tmp_path, speech, proc
     """ffmpeg's Opus goes out as payload type 97: the SDP it writes tells voip receive so."""
     port = free_udp_port()
     sdp, out = tmp_path / "ffmpeg.sdp", tmp_path / "got.wav"
-    source = _lead_silence(tmp_path, speech)
+    source = lead_silence(tmp_path, speech)
     ffmpeg_args = ["-hide_banner", "-loglevel", "error", "-re", "-i", str(source), "-c:a", "libopus", "-b:a", "32k"]
     ffmpeg = processes.start(["ffmpeg", *ffmpeg_args, "-f", "rtp", "-sdp_file", str(sdp), f"rtp://127.0.0.1:{port}"])
-    assert "opus/48000" in _wait_for_file(sdp)
+    assert "opus/48000" in wait_for_file(sdp)
     stats = tmp_path / "rx.json"
     receiver = processes.start(
         voip_command(
