@@ -221,13 +221,14 @@ def test_junk_and_a_forged_bye_from_a_stranger_do_not_disturb_the_call(tmp_path,
     assert values["packets_received"] > 150  # 4 s of 20 ms packets: the call went on to the end
 
 
-def test_ctrl_c_hangs_up_and_the_other_side_hears_it_at_once(processes: Processes):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_hangs_up_and_the_other_side_hears_it_at_once(processes: Processes, signum):
     port = free_udp_port()
     listener = _listener(processes, "127.0.0.1", port, "--in", "tone:440", "--out", "null")
     caller = processes.start(voip_command("call", f"127.0.0.1:{port}", "--in", "tone:880", "--out", "null"))
     _wait_for_line(caller, "connected to")
     time.sleep(1.0)
-    os.kill(caller.pid, signal.SIGINT)
+    os.kill(caller.pid, signum)
     interrupted = time.monotonic()
     listener_out, _ = listener.communicate(timeout=10)
     heard_after = time.monotonic() - interrupted

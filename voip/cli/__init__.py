@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.started = started
+    # SIGTERM (kill, a service manager) stops a run as Ctrl-C does: hung up, files closed, summary shown
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if getattr(args, "plot", None):
             check_plot_path(args.plot)  # before the call, not after it

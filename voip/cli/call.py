@@ -316,17 +316,20 @@ class _Words:
 
 @contextmanager
 def _first_interrupt_sets() -> Iterator[threading.Event]:
-    """Ctrl-C once: hang up cleanly (the loop sees the flag). Twice: stop at once."""
+    """Ctrl-C (or SIGTERM, as from a service manager) once: hang up cleanly (the loop sees the
+    flag). Twice: stop at once."""
     flag = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def on_interrupt(_signum: int, _frame: FrameType | None) -> None:
         if flag.is_set():
             raise KeyboardInterrupt
         flag.set()
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    for signum in previous:
+        signal.signal(signum, on_interrupt)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -6,7 +6,9 @@ in real time. Files are streamed block by block, never loaded whole.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import struct
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +22,8 @@ from voip.codec import Pcm
 from voip.errors import VoipError
 
 SINK_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")  # RIFF, fmt (PCM, mono, 16 bits), data: 44 bytes
+WAV_STAMP_S = 1.0  # how often a WAV's header is brought up to date: what a cut recording can lose
 READ_BLOCK = 4096
 
 
@@ -119,25 +123,78 @@ class SilenceSource:
 
 
 class FileSink:
+    """FLAC or Ogg Vorbis through libsndfile."""
+
     def __init__(self, path: str | Path) -> None:
         self.description = str(path)
-        suffix = Path(path).suffix.lower()
-        if suffix not in SINK_FORMATS:
-            raise VoipError(f"cannot record to {str(path)!r}: use a file name ending in " + ", ".join(SINK_FORMATS))
-        fmt, subtype = SINK_FORMATS[suffix]
-        folder = Path(path).parent
-        if not folder.is_dir():
-            raise VoipError(f"cannot write audio file {str(path)!r}: folder {str(folder)!r} does not exist")
+        fmt, subtype = SINK_FORMATS[Path(path).suffix.lower()]
         try:
             self._file = sf.SoundFile(str(path), "w", samplerate=SAMPLE_RATE, channels=1, format=fmt, subtype=subtype)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise VoipError(f"cannot write audio file {str(path)!r}: {_reason(exc)}") from exc
 
     def write(self, pcm: Pcm) -> None:
-        self._file.write(np.clip(pcm, -1.0, 1.0))
+        try:
+            self._file.write(np.clip(pcm, -1.0, 1.0))
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise VoipError(f"cannot write audio file {self.description!r}: {_reason(exc)}") from exc
 
     def close(self) -> None:
         self._file.close()
+
+
+class WavSink:
+    """16-bit PCM WAV whose header says how long the file is, brought up to date every
+    WAV_STAMP_S: a recording cut short (SIGKILL, a crash, power loss) stays a valid WAV up to
+    its last stamp for every reader, Python's `wave` too, not only those that guess from the size."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.description = str(path)
+        self._data_bytes = 0
+        self._stamped_bytes = 0
+        self._failed = False  # a write failed and said so: closing adds no second error
+        try:
+            self._file = open(path, "wb")  # noqa: SIM115 -- closed by close(), as the sink lives
+            self._file.write(self._header())
+        except OSError as exc:
+            raise VoipError(f"cannot write audio file {self.description!r}: {exc.strerror or exc}") from exc
+
+    def _header(self) -> bytes:
+        size = self._data_bytes
+        return WAV_HEADER.pack(
+            b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, 1, SAMPLE_RATE, 2 * SAMPLE_RATE, 2, 16, b"data", size
+        )
+
+    def write(self, pcm: Pcm) -> None:
+        samples = np.rint(np.clip(pcm, -1.0, 1.0) * 32767.0).astype("<i2")
+        try:
+            self._file.write(samples.tobytes())
+            self._data_bytes += 2 * len(samples)
+            if self._data_bytes - self._stamped_bytes >= 2 * SAMPLE_RATE * WAV_STAMP_S:
+                self._stamp()
+        except OSError as exc:  # the disk is full, or went away
+            self._failed = True
+            raise VoipError(f"cannot write audio file {self.description!r}: {exc.strerror or exc}") from exc
+
+    def _stamp(self) -> None:
+        """The samples reach the file first, then the header that counts them."""
+        self._file.flush()
+        end = self._file.tell()
+        self._file.seek(0)
+        self._file.write(self._header())
+        self._file.seek(end)
+        self._file.flush()
+        self._stamped_bytes = self._data_bytes
+
+    def close(self) -> None:
+        try:
+            self._stamp()
+            self._file.close()
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._file.close()  # what is still buffered cannot be written: the file keeps its last stamp
+            if not self._failed:
+                raise VoipError(f"cannot write audio file {self.description!r}: {exc.strerror or exc}") from exc
 
 
 class NullSink:
@@ -168,7 +225,12 @@ def open_sink(spec: str) -> Sink:
     """`--out` other than a speaker: a .wav/.flac/.ogg path or null."""
     if spec == "null":
         return NullSink()
-    return FileSink(spec)
+    path = Path(spec)
+    if path.suffix.lower() not in SINK_FORMATS:
+        raise VoipError(f"cannot record to {spec!r}: use a file name ending in " + ", ".join(SINK_FORMATS))
+    if not path.parent.is_dir():
+        raise VoipError(f"cannot write audio file {spec!r}: folder {str(path.parent)!r} does not exist")
+    return WavSink(path) if path.suffix.lower() == ".wav" else FileSink(path)
 
 
 def _unreadable(path: Path) -> str | None:

@@ -143,9 +143,19 @@ class MediaLoop:
             for device in devices:
                 device.start(self.clock())
             self._run(should_stop, devices)
+        except Exception:  # a failure on our side (a full disk, a lost device): tell the peers first
+            self._hang_up()
+            raise
         finally:
             for device in devices:
                 device.stop()
+
+    def _hang_up(self) -> None:
+        now = self.clock()
+        for ep in self.endpoints:
+            ep.session.hang_up(now)
+            ep.transmit(now)
+            ep.flush_network()
 
     def _run(self, should_stop: Callable[[float], bool], devices: list[Microphone | Speaker]) -> None:
         self._next_tick = self._next_source_tick = self.start = self.clock()
