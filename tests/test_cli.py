@@ -430,3 +430,32 @@ def test_voip_send_with_nobody_to_agree_keys_fails_with_a_hint():
     result = run_voip("send", "silence", f"127.0.0.1:{free_udp_port()}")
     assert result.returncode == 1
     assert "no answer" in result.stderr and "--insecure" in result.stderr and "Traceback" not in result.stderr
+
+
+BAD_ARGUMENTS = [
+    ("receive", "--port", "99999"),
+    ("receive", "--port", "five"),
+    ("listen", "--port", "-1"),
+    ("send", "speech", "127.0.0.1", "--bitrate", "1k"),
+    ("send", "speech", "127.0.0.1", "--frame-ms", "25"),
+    ("send", "speech", "127.0.0.1", "--payload-type", "200"),
+    ("call", "127.0.0.1", "--timeout", "0"),
+    ("call", "127.0.0.1", "--duration", "-3"),
+    ("loopback", "--jitter-min-ms", "-5"),
+    ("loopback", "--jitter-min-ms", "300", "--jitter-max-ms", "100"),
+    ("loopback", "--network", "loss=150%"),
+    ("loopback", "--network", "jitter=fast"),
+    ("loopback", "--room", "echo=loud"),
+    ("loopback", "--complexity", "11"),
+    ("receive", "--out", "null", "--no-such-option"),
+]
+
+
+@pytest.mark.parametrize("args", BAD_ARGUMENTS, ids=[" ".join(a) for a in BAD_ARGUMENTS])
+def test_bad_arguments_are_one_line_and_exit_2_before_anything_opens(args):
+    result = run_voip(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    # argparse: usage, then the one line (an unknown option is the top parser's to report)
+    assert last.startswith((f"voip {args[0]}: error: ", "voip: error: unrecognized")), result.stderr

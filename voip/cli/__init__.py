@@ -20,6 +20,7 @@ from voip.cli.options import (
     add_out_option,
     add_processing_options,
     add_run_options,
+    check_args,
     port_number,
     positive_seconds,
 )
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()  # after interpreter start-up and imports: what `call_setup_ms` counts from
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_args(args.command_parser, args)
     args.started = started
     # SIGTERM (kill, a service manager) stops a run as Ctrl-C does: hung up, files closed, summary shown
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -202,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         "mic:NAME_OR_INDEX and speaker:NAME_OR_INDEX accept; * marks the defaults.",
     )
     devices.set_defaults(handler=run_devices)
+    for command in commands.choices.values():  # so that a check after parsing speaks as the command's own
+        command.set_defaults(command_parser=command)
     return parser
 
 

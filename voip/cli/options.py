@@ -50,9 +50,36 @@ def add_codec_options(parser: argparse.ArgumentParser, sending: bool = True) -> 
         )
     else:
         parser.set_defaults(bitrate=24000, frame_ms=20, complexity=10, fec=True, dtx=False)
-    group.add_argument("--jitter-min-ms", type=float, default=0.0, help="lower bound of playout delay")
-    group.add_argument("--jitter-max-ms", type=float, default=500.0, help="upper bound of playout delay")
-    group.add_argument("--payload-type", type=int, default=111, help="RTP payload type (default 111)")
+    group.add_argument("--jitter-min-ms", type=_delay_ms, default=0.0, help="lower bound of playout delay")
+    group.add_argument("--jitter-max-ms", type=_delay_ms, default=500.0, help="upper bound of playout delay")
+    group.add_argument("--payload-type", type=_payload_type, default=111, help="RTP payload type (default 111)")
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What no single option can check: before anything opens, argparse's one line and exit 2."""
+    low, high = getattr(args, "jitter_min_ms", None), getattr(args, "jitter_max_ms", None)
+    if low is not None and high is not None and low > high:
+        parser.error(f"--jitter-min-ms {low:g} is above --jitter-max-ms {high:g}")
+
+
+def _delay_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad delay {text!r}: expected milliseconds") from None
+    if not 0 <= value <= 10000:
+        raise argparse.ArgumentTypeError(f"delay {value:g} ms is out of range: 0..10000")
+    return value
+
+
+def _payload_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad payload type {text!r}: expected a number") from None
+    if not 0 <= value <= 127:
+        raise argparse.ArgumentTypeError(f"payload type {value} is out of range: 0..127 (Opus uses 96..127)")
+    return value
 
 
 def add_network_options(parser: argparse.ArgumentParser) -> None:
