@@ -83,6 +83,21 @@ def test_packets_from_strangers_and_other_payload_types_are_counted_not_used():
     assert receiver.stats(now).packets_received == 0
 
 
+def test_drops_from_the_peer_are_counted_by_reason():
+    now = 0.0
+    receiver = Session(SessionConfig(remote=PEER), random.Random(2), now)
+    opus = b"\x78\x00"
+    receiver.receive_datagram(RtpPacket(111, 1, 0, 42, opus).serialize(), PEER, now)  # the stream starts
+    receiver.receive_datagram(RtpPacket(0, 2, 960, 42, b"\x00" * 160).serialize(), PEER, now)
+    receiver.receive_datagram(RtpPacket(111, 3, 1920, 43, opus).serialize(), PEER, now)  # another SSRC
+    receiver.receive_datagram(RtpPacket(111, 3, 1920, 42, opus).serialize()[:6], PEER, now)  # cut short
+    receiver.receive_datagram(RtpPacket(111, 30000, 99999, 42, opus).serialize(), PEER, now)  # a jump
+    stats = receiver.stats(now)
+    assert (stats.packets_wrong_payload_type, stats.packets_wrong_ssrc) == (1, 1)
+    assert (stats.packets_malformed, stats.packets_sequence_jump) == (1, 1)
+    assert stats.packets_invalid == 4 and stats.packets_received == 1
+
+
 @settings(max_examples=300)
 @given(st.lists(st.binary(max_size=120), max_size=20), st.integers(0, 255))
 def test_random_bytes_never_raise_and_are_counted(datagrams, first):

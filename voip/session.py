@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -50,6 +51,15 @@ from voip.stats import ReceiverStats, StreamStats, round_trip_time
 Address = tuple[str, int] | tuple[str, int, int, int]
 L16_PAYLOAD_TYPE = 96
 LOSS_SMOOTHING = 0.5  # weight of the newest RTCP loss report in the encoder's expected loss
+
+
+class Drop(Enum):
+    """Why a datagram from the peer's address was dropped unused (each counted in the statistics)."""
+
+    MALFORMED = "malformed"  # not a packet: too short, bad header, or Opus that libopus rejects
+    WRONG_SSRC = "wrong SSRC"  # another stream than the one announced or first heard
+    WRONG_PAYLOAD_TYPE = "wrong payload type"
+    SEQUENCE_JUMP = "sequence jump"  # held until a next packet confirms it (RFC 3550 A.1)
 
 
 @dataclass(frozen=True)
@@ -137,7 +147,7 @@ class Session:
         self._last_send: float | None = None
         self._last_rtp_timestamp = 0
         # receiver state
-        self.packets_invalid = 0
+        self._drops: Counter[Drop] = Counter()  # from the peer, dropped: why (`packets_invalid` is their sum)
         self._media_unauthenticated = 0  # SRTP or SRTCP that failed authentication or the replay check
         self._srtp = srtp  # given, or once an encrypted call connects
         self._media_foreign = 0
@@ -233,19 +243,22 @@ class Session:
             elif is_rtp_or_rtcp(data):
                 self._media_unauthenticated += 1  # dropped before it touches any state
             else:
-                self.packets_invalid += 1
+                self._drops[Drop.MALFORMED] += 1
             return
         data = opened
         if may_have_moved:  # the peer's own keys, from a new address: the call checks the path
             assert self.control is not None
             self.control.check_path(addr, now)
+        drop: Drop | None = None
         try:
             if is_rtcp(data):
                 self._receive_rtcp(parse_compound(data), now)
             else:
-                self._receive_rtp(RtpPacket.parse(data), addr, now)
-        except ParseError:
-            self.packets_invalid += 1
+                drop = self._receive_rtp(RtpPacket.parse(data), addr, now)
+        except ParseError:  # the parsers' one way to say the bytes are not a packet
+            drop = Drop.MALFORMED
+        if drop is not None:
+            self._drops[drop] += 1
             return
         if self.control is not None:
             self.control.heard_from_peer(now)
@@ -311,26 +324,34 @@ class Session:
         """Packets from anyone but the peer (media, RTCP and call control)."""
         return self._media_foreign + (self.control.messages_foreign if self.control is not None else 0)
 
-    def _receive_rtp(self, packet: RtpPacket, addr: Address, now: float) -> None:
+    def _receive_rtp(self, packet: RtpPacket, addr: Address, now: float) -> Drop | None:
+        """Into the jitter buffer; or why not."""
         if packet.payload_type != self._receive_payload_type:
-            raise ParseError(f"unexpected payload type {packet.payload_type}")
+            return Drop.WRONG_PAYLOAD_TYPE
         if self._expected_ssrc is not None and packet.ssrc != self._expected_ssrc:
-            raise ParseError(f"packet from SSRC {packet.ssrc:#x}, not the one the call announced")
+            return Drop.WRONG_SSRC  # not the stream the call announced
         if self.remote_ssrc is None:
             self.remote_ssrc = packet.ssrc
             self._events.append(StreamStarted(packet.ssrc, addr))
         elif packet.ssrc != self.remote_ssrc:
-            raise ParseError(f"packet from unknown SSRC {packet.ssrc:#x}")
+            return Drop.WRONG_SSRC
         try:
             samples = self._decoder.packet_samples(packet.payload)
-        except CodecError as exc:
-            raise ParseError(str(exc)) from exc
+        except CodecError:
+            return Drop.MALFORMED  # an Opus packet libopus rejects
         if not self._receiver.on_packet(packet.sequence, packet.timestamp, now):
-            raise ParseError("sequence number jumped; waiting for confirmation")
+            return Drop.SEQUENCE_JUMP  # until the next packet confirms the jump (RFC 3550 A.1)
         self.jitter.push(packet.timestamp, packet.payload, samples, now)
         self._octets_received += len(packet.payload)
         if self._first_receive is None:
             self._first_receive = now
+        return None
+
+    @property
+    def packets_invalid(self) -> int:
+        """Datagrams from the peer's address dropped as unusable, for any reason of `Drop`."""
+        invalid_control = self.control.messages_invalid if self.control is not None else 0
+        return sum(self._drops.values()) + invalid_control
 
     def _receive_rtcp(self, packets: list[RtcpPacket], now: float) -> None:
         for packet in packets:
@@ -439,7 +460,11 @@ class Session:
             packets_late=j.packets_late,
             packets_duplicate=j.packets_duplicate,
             packets_reordered=r.reordered,
-            packets_invalid=self.packets_invalid + (self.control.messages_invalid if self.control is not None else 0),
+            packets_invalid=self.packets_invalid,
+            packets_malformed=self._drops[Drop.MALFORMED] + (self.control.messages_invalid if self.control else 0),
+            packets_wrong_ssrc=self._drops[Drop.WRONG_SSRC],
+            packets_wrong_payload_type=self._drops[Drop.WRONG_PAYLOAD_TYPE],
+            packets_sequence_jump=self._drops[Drop.SEQUENCE_JUMP],
             packets_foreign=self.packets_foreign,
             packets_unauthenticated=self.packets_unauthenticated,
             fec_recovered=j.fec_recovered,

@@ -145,7 +145,11 @@ class StreamStats:
     packets_late: int = 0
     packets_duplicate: int = 0
     packets_reordered: int = 0
-    packets_invalid: int = 0
+    packets_invalid: int = 0  # from the peer's address but unusable: the sum of the four below
+    packets_malformed: int = 0
+    packets_wrong_ssrc: int = 0
+    packets_wrong_payload_type: int = 0
+    packets_sequence_jump: int = 0
     packets_foreign: int = 0  # from anyone but the peer: dropped
     packets_unauthenticated: int = 0  # from the peer's address, failing authentication or replay: dropped
     fec_recovered: int = 0
