@@ -178,7 +178,8 @@ def test_calling_where_nothing_listens_is_no_answer():
     assert 9.0 < time.monotonic() - started < 20.0
 
 
-def test_a_listener_killed_mid_call_shows_silent_then_times_out(processes: Processes):
+def test_a_listener_frozen_mid_call_shows_silent_then_times_out(processes: Processes):
+    """SIGSTOP: its port stays open, so nothing but silence tells (a machine that hung, a cable pulled)."""
     port = free_udp_port()
     listener = _listener(processes, "127.0.0.1", port, "--in", "tone:440", "--out", "null")
     caller = processes.start(
@@ -186,7 +187,7 @@ def test_a_listener_killed_mid_call_shows_silent_then_times_out(processes: Proce
     )
     _wait_for_line(caller, "connected to")
     time.sleep(1.0)
-    os.killpg(listener.pid, signal.SIGKILL)
+    os.killpg(listener.pid, signal.SIGSTOP)
     killed = time.monotonic()
     _wait_for_line(caller, "peer silent for 5 s")
     silent_after = time.monotonic() - killed
@@ -195,6 +196,21 @@ def test_a_listener_killed_mid_call_shows_silent_then_times_out(processes: Proce
     assert caller.returncode == 1
     assert 4.0 < silent_after < 7.0 and 6.0 < ended_after < 12.0
     assert err.strip().splitlines()[-1] == "voip: call ended: peer timeout: nothing heard for 7 s"
+
+
+def test_a_listener_killed_mid_call_is_gone_long_before_the_timeout(processes: Processes):
+    """SIGKILL closes its port: the ICMP port unreachable our packets draw ends the call at once."""
+    port = free_udp_port()
+    listener = _listener(processes, "127.0.0.1", port, "--in", "tone:440", "--out", "null")
+    caller = processes.start(voip_command("call", f"127.0.0.1:{port}", "--in", "tone:880", "--out", "null"))
+    _wait_for_line(caller, "connected to")
+    os.killpg(listener.pid, signal.SIGKILL)
+    _, err = caller.communicate(timeout=30)  # the default --timeout is 30 s
+    assert caller.returncode == 1
+    assert "peer silent" not in err  # ended before silence alone (5 s) would have said anything
+    assert err.strip().splitlines()[-1] == (
+        "voip: call ended: peer gone: nothing listens on its port any more (ICMP port unreachable)"
+    )
 
 
 def test_junk_and_a_forged_bye_from_a_stranger_do_not_disturb_the_call(tmp_path, processes: Processes):

@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voip.control import (
+    UNREACHABLE_COUNT,
+    UNREACHABLE_QUIET_S,
     CallControl,
     CallEnded,
     Connected,
@@ -181,6 +183,24 @@ def test_silence_shows_then_times_out_and_a_packet_brings_the_peer_back():
     assert deadline == pytest.approx(19.0)
     listener.handle_deadline(deadline)
     assert events(listener) == [CallEnded("peer timeout: nothing heard for 12 s", normal=False)]
+
+
+def test_a_closed_port_ends_the_call_only_once_the_peer_is_quiet_too():
+    caller, _ = connected_pair()
+    events(caller)
+    for i in range(20):  # a live peer: forged (or stale) ICMP between its packets changes nothing
+        caller.heard_from_peer(i * 0.02)
+        caller.peer_unreachable(LISTENER, i * 0.02 + 0.01)
+    caller.peer_unreachable(STRANGER, 2.0)  # not the peer's address
+    assert caller.state is State.CONNECTED and events(caller) == []
+    last_heard = 0.38
+    for i in range(1, UNREACHABLE_COUNT + 1):  # then only port unreachable, every 20 ms
+        caller.peer_unreachable(("127.0.0.1", 5004, 0, 0), last_heard + i * 0.02)  # as an IPv6 socket says it
+    assert caller.state is State.CONNECTED  # quiet for only 0.2 s
+    now = last_heard + UNREACHABLE_QUIET_S
+    caller.peer_unreachable(LISTENER, now)
+    reason = "peer gone: nothing listens on its port any more (ICMP port unreachable)"
+    assert events(caller) == [CallEnded(reason, normal=False)]
 
 
 def test_unacknowledged_hang_up_still_ends_and_a_listener_acks_unknown_hang_ups():

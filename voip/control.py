@@ -40,7 +40,8 @@ peer's authenticated PATH_RESPONSE from that address moves the call there (`Peer
 as QUIC does. Nothing unauthenticated ever moves a call.
 
 Liveness: every packet from the peer (media, RTCP, control) counts. After
-SILENT_AFTER_S without one, `PeerSilent`; after the timeout, the call ends.
+SILENT_AFTER_S without one, `PeerSilent`; after the timeout, the call ends, or
+sooner when the network reports the peer's port closed and the peer is quiet too.
 Messages from anyone but the peer never change the call: they are counted, and a
 stranger's INVITE is answered BUSY.
 """
@@ -78,6 +79,8 @@ NO_RESPONSE_S = 10.0  # nothing at all from the callee: "no answer"
 RING_TIMEOUT_S = 60.0  # a person was asked and did not pick up
 HANGUP_TIMEOUT_S = 2.0
 SILENT_AFTER_S = 5.0
+UNREACHABLE_COUNT = 10  # ICMP port unreachable for the peer, with UNREACHABLE_QUIET_S of quiet: it is gone
+UNREACHABLE_QUIET_S = 0.5
 _HEADER = struct.Struct("!2sBBQ")
 _OFFER = struct.Struct("!IBBIB")
 _SEQUENCE = struct.Struct("!Q")
@@ -371,6 +374,7 @@ class CallControl:
         self._retry_interval = RETRY_FIRST_S
         self._give_up_at: float | None = None
         self._last_heard = 0.0
+        self._unreachable = 0  # ICMP port unreachable for the peer since we last heard from it
         self._silent = False
         self._hangup_reason = ""
 
@@ -472,9 +476,23 @@ class CallControl:
         self._receive_sequence = msg.sequence
         return True
 
+    def peer_unreachable(self, addr: Address, now: float) -> None:
+        """The network said nothing listens at `addr` (ICMP port unreachable for what we sent).
+
+        A hint, not proof: ICMP is not authenticated, so it ends the call only when the peer
+        has also been quiet for UNREACHABLE_QUIET_S (a live peer cannot be hung up on by a
+        forged ICMP) and UNREACHABLE_COUNT have come, which takes under a second at 50
+        packets a second, where silence alone waits for the timeout."""
+        if self.state is not State.CONNECTED or self.peer is None or addr[:2] != self.peer[:2]:
+            return  # (an IPv6 peer's address may carry flow and scope: host and port decide)
+        self._unreachable += 1
+        if self._unreachable >= UNREACHABLE_COUNT and now - self._last_heard >= UNREACHABLE_QUIET_S:
+            self._end("peer gone: nothing listens on its port any more (ICMP port unreachable)", normal=False)
+
     def heard_from_peer(self, now: float) -> None:
         """Any packet from the peer, media included: the peer is alive."""
         self._last_heard = now
+        self._unreachable = 0
         if self._silent and self.state is State.CONNECTED:
             self._silent = False
             self._events.append(PeerBack())

@@ -265,6 +265,11 @@ class Session:
         if self.remote is None and self.remote_ssrc is not None:
             self.remote = addr
 
+    def unreachable(self, addr: Address, now: float) -> None:
+        """What we sent to `addr` came back as ICMP port unreachable (see voip.io.udp)."""
+        if self.control is not None:
+            self.control.peer_unreachable(addr, now)
+
     def _plain_stream_begins(self, data: bytes) -> bool:
         """A receiver that takes plain streams, with no call under way, gets RTP: from now on
         it is a plain stream's receiver (the session is no longer a call)."""

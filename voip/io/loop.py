@@ -24,6 +24,7 @@ from voip import SAMPLE_RATE
 from voip.codec import Pcm
 from voip.io.audio import Microphone, Speaker
 from voip.io.files import Sink, Source
+from voip.io.udp import unreachable_destinations
 from voip.netsim import NetworkSimulator
 from voip.processing import AudioProcessor
 from voip.room import Room
@@ -256,8 +257,11 @@ class MediaLoop:
                 data, addr = ep.sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                continue  # ICMP errors surface here on some systems; the next read may succeed
+            except OSError:  # an ICMP error for something we sent: see whether the peer's port closed
+                now = self.clock()
+                for destination in unreachable_destinations(ep.sock):
+                    ep.session.unreachable(destination, now)
+                continue
             now = self.clock()
             if ep.probe is not None:
                 ep.probe.received(data, now)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 
 from voip.errors import VoipError
 from voip.session import Address
+
+# Linux reports ICMP errors on an unconnected UDP socket only with these set; the socket
+# module does not name them (<linux/in.h>, <linux/in6.h>).
+IP_RECVERR = 11
+IPV6_RECVERR = 25
+MAX_ICMP_ERRORS = 64  # read per call, so an ICMP flood cannot hold the loop
 
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -59,7 +66,44 @@ def open_socket(
             raise VoipError(f"not allowed to bind {where}: ports below 1024 need root") from None
         raise VoipError(f"cannot bind {where}: {exc.strerror or exc}") from None
     sock.setblocking(False)
+    _report_icmp_errors(sock, family)
     return sock
+
+
+def _report_icmp_errors(sock: socket.socket, family: socket.AddressFamily) -> None:
+    """Ask Linux to queue ICMP errors (port unreachable: the peer's port closed) for us to read."""
+    if not sys.platform.startswith("linux"):
+        return
+    level, option = (
+        (socket.IPPROTO_IPV6, IPV6_RECVERR) if family == socket.AF_INET6 else (socket.IPPROTO_IP, IP_RECVERR)
+    )
+    try:
+        sock.setsockopt(level, option, 1)
+        if family == socket.AF_INET6:  # a dual-stack socket's IPv4 traffic reports at the IPv4 level
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    except OSError:
+        pass  # without the reports, a closed port is found by silence, as before
+
+
+def unreachable_destinations(sock: socket.socket) -> list[Address]:
+    """Drain the socket's queued ICMP errors: where each datagram that drew a port unreachable went."""
+    unreachable: list[Address] = []
+    for _ in range(MAX_ICMP_ERRORS):
+        try:
+            _, ancillary, _, destination = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+        except OSError:  # nothing (more) queued, or not Linux
+            break
+        # struct sock_extended_err begins with ee_errno: port unreachable is ECONNREFUSED;
+        # host or network unreachable and "fragmentation needed" say nothing of the peer's port
+        refused = any(
+            (level, kind) in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR))
+            and len(data) >= 4
+            and int.from_bytes(data[:4], sys.byteorder) == errno.ECONNREFUSED
+            for level, kind, data in ancillary
+        )
+        if refused and destination:
+            unreachable.append((str(destination[0]), int(destination[1])))
+    return unreachable
 
 
 def open_listening_socket(bind_host: str, port: int) -> socket.socket:
