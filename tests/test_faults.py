@@ -13,7 +13,7 @@ import numpy as np
 
 from voip.codec import L16Encoder
 from voip.rtp import RtpPacket
-from voip.session import Session, SessionConfig
+from voip.session import Session, SessionConfig, StreamStarted
 
 FRAME = 960
 STEP = FRAME / 48000
@@ -133,3 +133,28 @@ def test_datagrams_of_64_kib_are_counted_and_dropped():
     assert indices(played) == list(range(200))
     stats = session.stats(5.0)
     assert stats.packets_invalid == 10 and stats.concealed_ms == 0
+
+
+def test_a_restarted_sender_is_followed_once_the_old_stream_is_quiet():
+    def restarted() -> Datagrams:
+        yield from stream(100)
+        for when, data in stream(200, first_sequence=40000, first_timestamp=123456789, ssrc=0x5678):
+            packet = RtpPacket.parse(data)
+            if packet.sequence >= 40100:  # the new sender's audio carries indices 100..199
+                yield 5.0 + when - 100 * STEP, data  # 3 s after the old stream stopped
+
+    session, played = receive(restarted(), 9.0)
+    assert indices(played) == list(range(200))
+    assert session.remote_ssrc == 0x5678
+    started = [event for event in iter(session.next_event, None) if isinstance(event, StreamStarted)]
+    assert [event.ssrc for event in started] == [SSRC, 0x5678]
+
+
+def test_a_second_stream_beside_a_live_one_is_dropped():
+    intruder = (
+        (when + 0.005, RtpPacket(96, 7000 + i, 999 + i * FRAME, 0x5678, payload(500)).serialize())
+        for i, (when, _) in enumerate(stream(100))
+    )
+    session, played = receive(iter(sorted([*stream(200), *intruder])), 5.0)
+    assert indices(played) == list(range(200))
+    assert session.stats(5.0).packets_wrong_ssrc == 100

@@ -51,6 +51,7 @@ from voip.stats import ReceiverStats, StreamStats, round_trip_time
 Address = tuple[str, int] | tuple[str, int, int, int]
 L16_PAYLOAD_TYPE = 96
 LOSS_SMOOTHING = 0.5  # weight of the newest RTCP loss report in the encoder's expected loss
+NEW_SOURCE_AFTER_S = 2.0  # a stream this quiet may be taken over by another SSRC (a restarted sender)
 
 
 class Drop(Enum):
@@ -154,6 +155,7 @@ class Session:
         self.remote_jitter_ms: float | None = None
         self._octets_received = 0
         self._first_receive: float | None = None
+        self._last_receive = -math.inf  # the last packet of the stream we play
         self.rtt: float | None = None
         self.remote_fraction_lost: float | None = None
         self._expected_loss = 0.0
@@ -339,7 +341,9 @@ class Session:
             self.remote_ssrc = packet.ssrc
             self._events.append(StreamStarted(packet.ssrc, addr))
         elif packet.ssrc != self.remote_ssrc:
-            return Drop.WRONG_SSRC
+            if self._expected_ssrc is not None or now - self._last_receive < NEW_SOURCE_AFTER_S:
+                return Drop.WRONG_SSRC  # a call's stream was announced; a live stream is not taken over
+            self._follow_new_source(packet.ssrc, addr, now)
         try:
             samples = self._decoder.packet_samples(packet.payload)
         except CodecError:
@@ -347,10 +351,19 @@ class Session:
         if not self._receiver.on_packet(packet.sequence, packet.timestamp, now):
             return Drop.SEQUENCE_JUMP  # until the next packet confirms the jump (RFC 3550 A.1)
         self.jitter.push(packet.timestamp, packet.payload, samples, now)
+        self._last_receive = now
         self._octets_received += len(packet.payload)
         if self._first_receive is None:
             self._first_receive = now
         return None
+
+    def _follow_new_source(self, ssrc: int, addr: Address, now: float) -> None:
+        """The stream went quiet and another SSRC came (a sender restarted): play that one now.
+        Its sequence numbers start over, and so do the statistics of RFC 3550 A.1."""
+        self.remote_ssrc = ssrc
+        self._receiver = ReceiverStats(SAMPLE_RATE)
+        self.jitter.new_source(now)
+        self._events.append(StreamStarted(ssrc, addr))
 
     @property
     def packets_invalid(self) -> int:

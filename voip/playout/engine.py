@@ -213,6 +213,12 @@ class JitterBuffer:
         delay by the mouth-to-ear delay it makes."""
         self._delay.observe_path_delay(seconds)
 
+    def new_source(self, now: float) -> None:
+        """Another sender took over (a restarted one: new SSRC, new timeline): what is buffered
+        of the old one is dropped and playout starts over; what was learnt of the path stays."""
+        self._store.restart()
+        self._resync(now)
+
     def _resync(self, now: float) -> None:
         """The stream jumped far ahead (sender restarted its clock): start over."""
         self._store.clear()

@@ -69,6 +69,12 @@ class PacketStore:
         self._packets.clear()
         self._keys.clear()
 
+    def restart(self) -> None:
+        """Another source: its timestamps have nothing to do with the ones seen."""
+        self.clear()
+        self._played.clear()
+        self._unwrapper.reset()
+
     @property
     def oldest(self) -> int | None:
         return self._keys[0] if self._keys else None
