@@ -152,6 +152,17 @@ class OpusDecoder:
         self._get_nb_samples = lib.opus_packet_get_nb_samples
         self._get_nb_samples.argtypes = (ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32)
         self._get_nb_samples.restype = ctypes.c_int
+        self._parse = lib.opus_packet_parse
+        self._parse.argtypes = (
+            ctypes.c_char_p,
+            ctypes.c_int32,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_int16),
+            ctypes.c_void_p,
+        )
+        self._parse.restype = ctypes.c_int
+        self._frame_sizes = (ctypes.c_int16 * 48)()
         self._buffer = np.zeros(MAX_FRAME_SAMPLES, dtype=np.float32)
         self._buffer_p = self._buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
@@ -179,6 +190,11 @@ class OpusDecoder:
         n = self._get_nb_samples(payload, len(payload), SAMPLE_RATE)
         if n <= 0 or n > MAX_FRAME_SAMPLES:
             raise CodecError(f"invalid Opus packet (error {n})")
+        # The TOC byte alone gives the duration; the frame lengths after it must add up too,
+        # or the decoder refuses the packet when its turn comes (found by scripts/fuzz).
+        frames = self._parse(payload, len(payload), None, None, self._frame_sizes, None)
+        if frames <= 0:
+            raise CodecError(f"invalid Opus packet (error {frames})")
         return int(n)
 
     def has_fec(self, payload: bytes) -> bool:

@@ -177,7 +177,7 @@ class ControlMessage:
             assert self.refusal is not None
             out += bytes((self.refusal,))
         elif self.type is MessageType.HANGUP:
-            reason = self.reason.encode()[:255]
+            reason = self.reason.encode()[:255].decode("utf-8", "ignore").encode()  # whole characters
             out += bytes((len(reason),)) + reason
         if control_key is not None:
             out += _SEQUENCE.pack(sequence)
