@@ -98,6 +98,18 @@ def test_drops_from_the_peer_are_counted_by_reason():
     assert stats.packets_invalid == 4 and stats.packets_received == 1
 
 
+def test_an_opus_packet_whose_frames_do_not_add_up_is_dropped_not_decoded():
+    """Its TOC says 40 ms in two frames, the first 200 bytes long, in 5 bytes: libopus gives it
+    a duration but refuses to decode it. Found by scripts/fuzz: it used to crash the receiver
+    at its turn to play."""
+    receiver = Session(SessionConfig(remote=PEER), random.Random(2), 0.0)
+    bad = RtpPacket(111, 1, 0, 42, bytes([0x78 | 2, 200, 1, 2, 3])).serialize()
+    receiver.receive_datagram(bad, PEER, 0.0)
+    for tick in range(20):
+        receiver.pull_audio(960, tick * 0.02)
+    assert receiver.stats(0.4).packets_malformed == 1
+
+
 @settings(max_examples=300)
 @given(st.lists(st.binary(max_size=120), max_size=20), st.integers(0, 255))
 def test_random_bytes_never_raise_and_are_counted(datagrams, first):
