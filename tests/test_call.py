@@ -198,6 +198,29 @@ def test_a_listener_frozen_mid_call_shows_silent_then_times_out(processes: Proce
     assert err.strip().splitlines()[-1] == "voip: call ended: peer timeout: nothing heard for 7 s"
 
 
+def test_a_caller_stopped_for_two_seconds_resumes_without_a_burst_of_late_audio(tmp_path, processes: Processes):
+    """SIGSTOP, then SIGCONT: the caller's file skips the time it missed instead of sending it
+    all at once, so the listener's buffer sees a gap (as after a network outage), not 100 packets
+    too late to play."""
+    port = free_udp_port()
+    stats = tmp_path / "listener.json"
+    listener = _listener(processes, "127.0.0.1", port, "--in", "tone:440", "--out", "null", "--stats-json", str(stats))
+    caller = processes.start(
+        voip_command("call", f"127.0.0.1:{port}", "--in", SPEECH_A, "--out", "null", "--duration", "6")
+    )
+    _wait_for_line(caller, "connected to")
+    time.sleep(1.0)
+    os.killpg(caller.pid, signal.SIGSTOP)
+    time.sleep(2.0)  # the fault itself: two seconds of a process that does not run
+    os.killpg(caller.pid, signal.SIGCONT)
+    caller.communicate(timeout=30)
+    listener.communicate(timeout=30)
+    assert caller.returncode == 0 and listener.returncode == 0
+    values = json.loads(stats.read_text())
+    assert values["packets_late"] <= 3, values  # before the skip: ~100, the whole stall sent at once
+    assert values["packets_received"] < 250  # 6 s of 20 ms frames, less the 2 s that were skipped
+
+
 def test_a_listener_killed_mid_call_is_gone_long_before_the_timeout(processes: Processes):
     """SIGKILL closes its port: the ICMP port unreachable our packets draw ends the call at once."""
     port = free_udp_port()

@@ -194,6 +194,11 @@ class Session:
             frame, self._input = self._input[:n], self._input[n:]
             self._send_frame(frame, now)
 
+    def skip_audio(self, samples: int) -> None:
+        """Audio that was never captured (our process stood still): its time passes on the RTP
+        clock, as in a pause, so the receiver sees a gap, not a burst of packets late by it."""
+        self._packetizer.skip(samples)
+
     def flush_audio(self, now: float) -> None:
         """Send what is left of the input, padded with silence to a whole frame."""
         if len(self._input):

@@ -32,6 +32,7 @@ from voip.session import Address, Session
 
 MAX_DATAGRAM = 65535
 MAX_RECEIVE_BATCH = 64  # datagrams read per wake-up, so a flood cannot starve the clock
+MAX_SOURCE_LAG_S = 0.2  # a file source this far behind its clock skips ahead instead of catching up
 
 
 class Probe(Protocol):
@@ -164,6 +165,7 @@ class MediaLoop:
         waitables += devices
         while True:
             now = self.clock()
+            self._skip_lost_source_time(now)
             while now >= self._next_source_tick:
                 tick = self._next_source_tick
                 self._next_source_tick += self.source_frame_s
@@ -189,6 +191,18 @@ class MediaLoop:
                 self._on_readable(readable)
                 if self.on_tick is not None:  # events that came with the packets are seen at once
                     self.on_tick(self.clock())
+
+    def _skip_lost_source_time(self, now: float) -> None:
+        """After a stall of the process (SIGSTOP, a starved machine), file sources resume where
+        they were, and the time they missed is skipped rather than sent as a burst of late frames."""
+        behind = now - self._next_source_tick
+        if behind <= MAX_SOURCE_LAG_S:
+            return
+        frames = int(behind / self.source_frame_s)
+        self._next_source_tick += frames * self.source_frame_s
+        for ep in self.endpoints:
+            if ep.source is not None and not ep.source_done:
+                ep.session.skip_audio(frames * self.frame_samples)
 
     def tick_now(self) -> None:
         """Start the frame clock over from now: e.g. a call connected and its file should start at once."""
