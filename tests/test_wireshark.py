@@ -1,0 +1,118 @@
+"""What Wireshark makes of our packets: captures by dumpcap on the loopback device, read by
+tshark, with contrib/voip.lua for our call control. Needs root to capture (CI runs as root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Processes, free_udp_port, run_voip, voip_command
+from tests.test_call import _listener, _wait_for_line
+
+LUA = Path(__file__).resolve().parent.parent / "contrib" / "voip.lua"
+
+pytestmark = pytest.mark.skipif(
+    (shutil.which("tshark") is None or os.geteuid() != 0) and not os.environ.get("CI"),
+    reason="needs tshark and dumpcap (scripts/test installs them) and root to capture",
+)
+
+
+class Capture:
+    """dumpcap on lo for one UDP port, from when it really captures to when it is stopped.
+
+    dumpcap says "Capturing on" some 100 ms before packets reach its file, and may still hold
+    packets when told to stop: a probe, sent to a second port it also captures, has reached the
+    file once the file grows. Packets are written in order, so all before the probe are there."""
+
+    def __init__(self, processes: Processes, port: int, path: Path) -> None:
+        self.path = path
+        self._probe_port = free_udp_port()
+        wanted = f"udp port {port} or udp port {self._probe_port}"
+        self.proc = processes.start(["dumpcap", "-q", "-i", "lo", "-f", wanted, "-w", str(path)])
+        _wait_for_line(self.proc, "Capturing on")
+        self._probe()
+
+    def _probe(self) -> None:
+        before = None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            for _ in range(200):  # bounded: 10 s of probes at most
+                size = self.path.stat().st_size if self.path.exists() else None
+                if before is None:
+                    before = size  # what the file held before the first probe
+                elif size is not None and size > before:
+                    return
+                probe.sendto(b"probe", ("127.0.0.1", self._probe_port))
+                time.sleep(0.05)
+        raise AssertionError("dumpcap wrote no probe in 10 s")
+
+    def stop(self) -> Path:
+        self._probe()
+        self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=15)
+        assert self.proc.returncode == 0, err
+        return self.path
+
+
+def _tshark(*args: str) -> str:
+    result = subprocess.run(["tshark", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_tshark_reads_a_stream_as_rtp_and_rtcp_and_counts_what_we_count(tmp_path, processes: Processes):
+    port = free_udp_port()
+    capture = Capture(processes, port, tmp_path / "stream.pcapng")
+    stats = tmp_path / "rx.json"
+    receiver = processes.start(
+        voip_command("receive", "--bind", "127.0.0.1", "--port", str(port), "--out", "null", "--stats-json", str(stats))
+    )
+    _wait_for_line(receiver, "listening on")
+    impaired = ("--network", "loss=3%,jitter=10ms", "--seed", "1")  # something to count
+    sent = run_voip("send", "speech", f"127.0.0.1:{port}", "--insecure", "--quiet", *impaired)
+    assert sent.returncode == 0, sent.stderr
+    receiver.communicate(timeout=30)
+    pcap = capture.stop()
+    decode = ("-r", str(pcap), "-d", f"udp.port=={port},rtp", "-o", "opus.dynamic.payload.type:111")
+    assert _tshark(*decode, "-Y", "_ws.malformed") == ""
+    kinds = _tshark(*decode, "-T", "fields", "-e", "_ws.col.Protocol").split()
+    # media as Opus in RTP every 20 ms, reports every ~2 s (plus the BYE)
+    assert kinds.count("RTCP") >= 3 and kinds.count("OPUS") > 300
+    streams = _tshark(*decode, "-q", "-z", "rtp,streams")
+    row = re.search(r"\bopus\s+(\d+)\s+(-?\d+) \(", streams)
+    assert row, streams
+    ours = json.loads(stats.read_text())
+    # the same packets and the same losses, to the packet (jitter: Wireshark knows no clock rate
+    # for a dynamic payload type without an SDP in the capture, so it reports none)
+    assert (int(row.group(1)), int(row.group(2))) == (ours["packets_received"], ours["packets_lost"])
+    assert ours["packets_lost"] > 0
+
+
+def test_the_lua_dissector_reads_every_message_of_a_call(tmp_path, processes: Processes):
+    port = free_udp_port()
+    capture = Capture(processes, port, tmp_path / "call.pcapng")
+    listener = _listener(processes, "127.0.0.1", port, "--in", "tone:440", "--out", "null")
+    call = run_voip("call", f"127.0.0.1:{port}", "--in", "tone:880", "--out", "null", "--duration", "1")
+    assert call.returncode == 0, call.stderr
+    listener.communicate(timeout=30)
+    pcap = capture.stop()
+    fields = ("-T", "fields", "-e", "voip.type", "-e", "voip.authenticated", "-e", "voip.offer.encrypted")
+    rows = _tshark("-X", f"lua_script:{LUA}", "-r", str(pcap), "-Y", "voip", *fields).splitlines()
+    messages = [row.split("\t") for row in rows]
+    types = [int(kind) for kind, *_ in messages]
+    assert types[:4] == [1, 2, 3, 7]  # INVITE, RINGING, ACCEPT, REVEAL: the handshake in order
+    assert {5, 6} <= set(types)  # HANGUP and its acknowledgement
+    for kind, authenticated, encrypted in messages:
+        if int(kind) in (5, 6):
+            assert authenticated == "1"  # under the call's keys
+        if int(kind) in (1, 3):
+            assert encrypted == "1"
+    assert _tshark("-X", f"lua_script:{LUA}", "-r", str(pcap), "-Y", "voip && _ws.malformed") == ""
