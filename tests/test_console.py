@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -9,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.conftest import run_voip, voip_command
-from voip.cli.console import fit, status_fields
+from voip.cli.console import SUMMARY_ROWS, fit, status_fields, summary_table
 from voip.stats import StreamStats
 
 BUSY = StreamStats(
@@ -90,3 +91,12 @@ def test_into_a_log_a_plain_line_comes_every_few_seconds():
     lines = [line for line in result.stderr.splitlines() if "MOS" in line]
     assert len(lines) == 1, result.stderr  # at 5 s; the next would be at 10 s
     assert len(lines[0]) <= 160 and "\r" not in result.stderr
+
+
+def test_the_summary_table_shows_every_statistic_once_with_its_unit():
+    keys = [key for _, entries in SUMMARY_ROWS for key, _ in entries]
+    assert sorted(keys) == sorted([*(f.name for f in dataclasses.fields(StreamStats)), "mos", "call_setup_ms"])
+    table = summary_table(StreamStats(packets_received=50, packets_lost=2, jitter_ms=4.25), {"call_setup_ms": 31.0})
+    assert "received 50, lost 2" in table and "jitter 4.2 ms" in table and "call set-up 31 ms" in table
+    assert "round trip" not in table and "echo" not in table  # unknown: no RTCP yet, no processing
+    assert not any(line.rstrip().endswith((",", ";", ":")) for line in table.splitlines())

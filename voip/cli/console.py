@@ -153,25 +153,50 @@ def status_fields(s: StreamStats) -> list[Field]:
 
 
 def summary(title: str, stats: StreamStats, args: argparse.Namespace, extra: dict[str, object] | None = None) -> None:
-    values = _values(stats, extra)
+    """`--stats-json` gets every statistic by its key; people get `summary_table`."""
     if args.stats_json:
-        write_text(args.stats_json, json.dumps(values, indent=2) + "\n")
-    if args.quiet:
-        return
-    print(f"{title}:")
-    for key, value in values.items():
-        print(f"  {key:23} {_shown(key, value)}")
+        write_text(args.stats_json, json.dumps(_values(stats, extra), indent=2) + "\n")
+    if not args.quiet:
+        print(f"{title}:")
+        print(summary_table(stats, extra))
 
 
-def _shown(key: str, value: object) -> str:
-    """A statistic for people: fractions as percentages, the MOS to two decimals, the rest to one."""
-    if value is None:
-        return "-"
-    if not isinstance(value, float):
-        return str(value)
-    if key.endswith("fraction_lost"):
-        return f"{value:.1%}"
-    return f"{value:.2f}" if key == "mos" else f"{value:.1f}"
+# The end-of-run table: a row per subject, each statistic with its name and unit (and its
+# punctuation: a statistic that is unknown, None, is left out with it). Every key of
+# --stats-json is in one row (tested).
+SUMMARY_ROWS: list[tuple[str, list[tuple[str, str]]]] = [
+    ("packets", [("packets_sent", "sent {},"), ("packets_received", "received {},"), ("packets_lost", "lost {},"),
+                 ("packets_late", "late {},"), ("packets_duplicate", "duplicate {},"),
+                 ("packets_reordered", "reordered {}")]),
+    ("dropped", [("packets_invalid", "unusable {}:"), ("packets_malformed", "malformed {},"),
+                 ("packets_wrong_ssrc", "wrong SSRC {},"), ("packets_wrong_payload_type", "wrong payload type {},"),
+                 ("packets_sequence_jump", "sequence jump {};"), ("packets_foreign", "from strangers {};"),
+                 ("packets_unauthenticated", "failing authentication {}")]),
+    ("repair", [("fec_recovered", "rebuilt by FEC {}"), ("fec_packets_received", "(of {} packets with FEC),"),
+                ("concealed_ms", "concealed {:.0f} ms"), ("concealment_events", "in {} events,"),
+                ("interruptions", "interruptions {}")]),
+    ("network", [("jitter_ms", "jitter {:.1f} ms,"), ("rtt_ms", "round trip {:.1f} ms;"),
+                 ("remote_fraction_lost", "the peer hears: loss {:.1%},"), ("remote_jitter_ms", "jitter {:.1f} ms")]),
+    ("buffer", [("buffer_delay_ms", "delay {:.1f} ms"), ("buffer_delay_p95_ms", "(95th percentile {:.1f} ms),"),
+                ("buffer_target_ms", "target {:.1f} ms;"), ("expanded_ms", "stretched +{:.0f}"),
+                ("accelerated_ms", "/ -{:.0f} ms")]),
+    ("quality", [("mos", "MOS {:.2f} (estimated),"), ("bitrate_kbps", "{:.1f} kbit/s,"),
+                 ("frame_ms", "frames {:.0f} ms,"), ("lookahead_ms", "codec lookahead {:.1f} ms,"),
+                 ("call_setup_ms", "call set-up {:.0f} ms")]),
+    ("devices", [("input_overflows", "input overflows {},"), ("output_underflows", "output underflows {}")]),
+    ("processing", [("erle_db", "echo cancelled {:.1f} dB,"), ("echo_delay_ms", "echo delay {:.0f} ms;"),
+                    ("input_level_dbfs", "level in {:.1f} dBFS,"), ("output_level_dbfs", "out {:.1f} dBFS")]),
+]  # fmt: skip
+
+
+def summary_table(stats: StreamStats, extra: dict[str, object] | None = None) -> str:
+    values = _values(stats, extra)
+    lines = []
+    for subject, entries in SUMMARY_ROWS:
+        shown = " ".join(form.format(values[key]) for key, form in entries if values.get(key) is not None)
+        if shown:
+            lines.append(f"  {subject:11} {shown.rstrip(',;:')}")
+    return "\n".join(lines)
 
 
 def info(text: str, quiet: bool) -> None:
