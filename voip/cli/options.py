@@ -6,6 +6,8 @@ import argparse
 import random
 import socket
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from voip import SAMPLE_RATE
 from voip.codec import OpusSettings
@@ -16,6 +18,8 @@ from voip.processing import ProcessingSettings
 from voip.room import RoomSpec
 from voip.rtcp import NTP_EPOCH_OFFSET
 from voip.session import Address, SessionConfig
+
+Number = TypeVar("Number", int, float)
 
 DEFAULT_PORT = 5004
 MAX_WRONG_CODES = 3  # a listener (or receiver) with a code stops after this many: each call tests one guess
@@ -60,26 +64,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     low, high = getattr(args, "jitter_min_ms", None), getattr(args, "jitter_max_ms", None)
     if low is not None and high is not None and low > high:
         parser.error(f"--jitter-min-ms {low:g} is above --jitter-max-ms {high:g}")
-
-
-def _delay_ms(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad delay {text!r}: expected milliseconds") from None
-    if not 0 <= value <= 10000:
-        raise argparse.ArgumentTypeError(f"delay {value:g} ms is out of range: 0..10000")
-    return value
-
-
-def _payload_type(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad payload type {text!r}: expected a number") from None
-    if not 0 <= value <= 127:
-        raise argparse.ArgumentTypeError(f"payload type {value} is out of range: 0..127 (Opus uses 96..127)")
-    return value
 
 
 def add_network_options(parser: argparse.ArgumentParser) -> None:
@@ -164,15 +148,26 @@ def _network(text: str) -> NetworkSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def port_number(text: str) -> int:
-    """A UDP port for --port: 1..65535, or 0 for any free one."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad port {text!r}: expected a number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} is out of range: 1..65535 (0 for any free port)")
-    return value
+def _bounded(
+    name: str, convert: Callable[[str], Number], low: Number, high: Number, allowed: str
+) -> Callable[[str], Number]:
+    """An argparse type: a number of `convert`'s kind within low..high, or one line that says which."""
+
+    def parse(text: str) -> Number:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad {name} {text!r}: expected a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} {value:g} is out of range: {allowed}")
+        return value
+
+    return parse
+
+
+port_number = _bounded("port", int, 0, 65535, "1..65535 (0 for any free port)")
+_delay_ms = _bounded("delay", float, 0.0, 10000.0, "0..10000 ms")
+_payload_type = _bounded("payload type", int, 0, 127, "0..127 (Opus uses 96..127)")
 
 
 def positive_seconds(text: str) -> float:
