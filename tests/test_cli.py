@@ -323,7 +323,7 @@ def test_voip_receive_plays_an_ffmpeg_sender_from_its_sdp(tmp_path, speech, proc
     _, err = receiver.communicate(timeout=10)
     assert receiver.returncode == 0, err
     assert json.loads(stats.read_text())["packets_invalid"] == 0
-    assert pesq_wb(speech, read_48k(out), max_lag_s=3.0) >= 3.5
+    assert_speech_carried(speech, read_48k(out))  # per sentence: 3.68-3.84 whole-file moved with one warp
 
 
 @pytest.mark.parametrize("command", [("receive", "--out", "null"), ("listen", "--auto-answer")])

@@ -4,6 +4,7 @@ out of a session. A million inputs per target are a manual run (docs/robustness.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,5 +35,6 @@ def test_the_fuzzer_finds_nothing(target, runs, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Done {runs} runs" in result.stderr
+    done = re.search(r"Done (\d+) runs", result.stderr)  # libFuzzer may add the seed corpus to the count
+    assert done is not None and int(done.group(1)) >= runs, result.stderr[-3000:]
     assert not list(tmp_path.glob("crash-*"))

@@ -24,7 +24,7 @@ from voip import SAMPLE_RATE
 from voip.codec import Pcm
 from voip.io.audio import Microphone, Speaker
 from voip.io.files import Sink, Source
-from voip.io.udp import unreachable_destinations
+from voip.io.udp import receive, unreachable_destinations
 from voip.netsim import NetworkSimulator
 from voip.processing import AudioProcessor
 from voip.room import Room
@@ -268,7 +268,7 @@ class MediaLoop:
     def _drain(self, ep: Endpoint) -> None:
         for _ in range(MAX_RECEIVE_BATCH):
             try:
-                data, addr = ep.sock.recvfrom(MAX_DATAGRAM)
+                data, addr, now = receive(ep.sock, MAX_DATAGRAM, self.clock())
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # an ICMP error for something we sent: see whether the peer's port closed
@@ -276,7 +276,6 @@ class MediaLoop:
                 for destination in unreachable_destinations(ep.sock):
                     ep.session.unreachable(destination, now)
                 continue
-            now = self.clock()
             if ep.probe is not None:
                 ep.probe.received(data, now)
             ep.session.receive_datagram(data, addr, now)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
+import struct
 import sys
+import time
 
 from voip.errors import VoipError
 from voip.session import Address
@@ -14,6 +17,10 @@ from voip.session import Address
 IP_RECVERR = 11
 IPV6_RECVERR = 25
 MAX_ICMP_ERRORS = 64  # read per call, so an ICMP flood cannot hold the loop
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # the kernel stamps each datagram's arrival
+_TIMESPEC = struct.Struct("@qq")
+ARRIVAL_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+MAX_WAIT_S = 1.0  # a stamp further back than this is not believed (the wall clock was set meanwhile)
 
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -67,7 +74,23 @@ def open_socket(
         raise VoipError(f"cannot bind {where}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     _report_icmp_errors(sock, family)
+    with contextlib.suppress(OSError):  # without stamps, arrival is when the loop reads
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     return sock
+
+
+def receive(sock: socket.socket, max_bytes: int, now: float) -> tuple[bytes, Address, float]:
+    """A datagram, its sender, and when it arrived on the caller's clock: `now` less the time it
+    waited in the socket, by the kernel's stamp. Jitter is then the network's, not also the
+    loop's wake-up; where the kernel gives no stamp, `now`."""
+    data, ancillary, _, addr = sock.recvmsg(max_bytes, ARRIVAL_SPACE)
+    for level, kind, stamp in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
+            waited = time.time() - (seconds + nanoseconds * 1e-9)  # both on the wall clock
+            if 0.0 <= waited <= MAX_WAIT_S:
+                return data, addr, now - waited
+    return data, addr, now
 
 
 def _report_icmp_errors(sock: socket.socket, family: socket.AddressFamily) -> None:
