@@ -34,16 +34,17 @@ def speech_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 15.0) -> str:
-    """Read the process's stderr until a line containing `text` (the listener says what it does)."""
-    assert proc.stderr is not None
+def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 15.0, stream: str = "stderr") -> str:
+    """Read the process's stderr (or stdout) until a line containing `text` (the listener says what it does)."""
+    pipe = proc.stderr if stream == "stderr" else proc.stdout
+    assert pipe is not None
     # A process that stays silent would block readline for ever: past the deadline it is
     # killed, so its stderr ends and the wait fails.
     killer = threading.Timer(timeout, proc.kill)
     killer.start()
     try:
         while True:
-            line = proc.stderr.readline()
+            line = pipe.readline()
             if text in line:
                 return line
             if not line:

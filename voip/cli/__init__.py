@@ -230,6 +230,12 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="take the two words as compared and matching (for scripts; on a terminal, Enter confirms them)",
     )
+    parser.add_argument(
+        "--stun",
+        metavar="SERVER[:PORT]",
+        help="before the call, ask this STUN server (port 3478) for our public address and the NAT's kind "
+        "(RFC 5780), from the call's own port, and show them; none is asked unless given (docs/reach.md)",
+    )
     add_codec_options(parser)
     add_processing_options(parser)
     add_network_options(parser)

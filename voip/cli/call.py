@@ -52,6 +52,7 @@ from voip.errors import VoipError
 from voip.io.files import SilenceSource
 from voip.io.loop import MediaLoop
 from voip.io.media import AudioIO, open_audio
+from voip.io.stun import probe_nat, stun_server
 from voip.io.udp import open_listening_socket, open_socket, parse_host_port, resolve
 from voip.session import Session
 
@@ -67,6 +68,7 @@ def run_call(args: argparse.Namespace) -> int:
     try:
         sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
         try:
+            _show_public_address(args, sock)
             session = _call_session(args)
             assert session.control is not None
             session.control.call(peer, time.monotonic())
@@ -92,6 +94,7 @@ def run_listen(args: argparse.Namespace) -> int:
     wrong_codes = 0
     try:
         info(f"listening on {show(sock.getsockname())}", args.quiet)
+        _show_public_address(args, sock)
         if args.code:
             print(f"code: {args.code}  (the caller runs: voip call HOST --code {args.code})", flush=True)
         while True:
@@ -110,6 +113,13 @@ def run_listen(args: argparse.Namespace) -> int:
             info("listening for the next call", args.quiet)
     finally:
         sock.close()
+
+
+def _show_public_address(args: argparse.Namespace, sock: socket.socket) -> None:
+    """With --stun: the address callers outside this network should use, and whether it works."""
+    if args.stun:
+        server = stun_server(args.stun)
+        print(probe_nat(sock, server).describe(), flush=True)
 
 
 def _check_code(args: argparse.Namespace) -> None:

@@ -1,0 +1,112 @@
+"""Reaching peers behind NATs (issue 14), through real NATs: nftables masquerade in network
+namespaces the tests make, and coturn as the STUN server on the outside.
+
+    lan 10.201.1.2 --- 10.201.1.1 router 172.30.0.1 --- 172.30.0.2 (and .3) wan: coturn
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import Processes, free_udp_port, run_voip, voip_command
+from tests.netlab import NetLab, cannot_make_namespaces
+from tests.test_call import _wait_for_line
+
+LAN, ROUTER_IN, ROUTER_OUT, WAN, WAN_OTHER = "10.201.1.2", "10.201.1.1", "172.30.0.1", "172.30.0.2", "172.30.0.3"
+READY_S = 10.0
+
+needs_lab = pytest.mark.skipif(
+    (cannot_make_namespaces() is not None or shutil.which("turnserver") is None),
+    reason=cannot_make_namespaces() or "needs coturn's turnserver (scripts/setup --test)",
+)
+
+
+class Network:
+    def __init__(self, lab: NetLab, symmetric: bool) -> None:
+        self.symmetric = symmetric
+        self.lan, self.router, self.wan = lab.host("lan"), lab.host("rtr"), lab.host("wan")
+        lab.link(self.lan, LAN, self.router, ROUTER_IN)
+        wan_end, outside = lab.link(self.wan, WAN, self.router, ROUTER_OUT)
+        lab.add_address(self.wan, wan_end, WAN_OTHER)
+        lab.default_route(self.lan, ROUTER_IN)
+        lab.nat(self.router, outside, symmetric)
+
+
+def _start_coturn(processes: Processes, net: Network, tmp_path) -> None:
+    """coturn on the outside, on two addresses so that it can answer from the other (RFC 5780)."""
+    processes.start(
+        [
+            *NetLab.run_in(net.wan),
+            "turnserver",
+            "-n",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+            "--log-file",
+            "stdout",
+            "--listening-ip",
+            WAN,
+            "--listening-ip",
+            WAN_OTHER,
+            "--listening-port",
+            "3478",
+            "--realm",
+            "voip.test",
+            "--lt-cred-mech",
+            "--user",
+            "alice:secret",
+            "--pidfile",
+            str(tmp_path / "turn.pid"),
+            "--userdb",
+            str(tmp_path / "turndb"),
+        ]  # fmt: skip
+    )
+    # Ready when coturn's own client gets an answer (it waits for ever on silence: bounded here)
+    deadline = time.monotonic() + READY_S
+    while time.monotonic() < deadline:
+        probe = [*NetLab.run_in(net.wan), "timeout", "1", "turnutils_stunclient", WAN]
+        if subprocess.run(probe, capture_output=True, timeout=10).returncode == 0:
+            return
+    pytest.fail("coturn did not answer STUN")
+
+
+@pytest.fixture(params=[False, True], ids=["endpoint-independent NAT", "symmetric NAT"])
+def network(request, processes: Processes, tmp_path) -> Iterator[Network]:
+    with NetLab() as lab:
+        net = Network(lab, symmetric=request.param)
+        _start_coturn(processes, net, tmp_path)
+        yield net
+        processes.cleanup()  # before the namespaces go
+
+
+@needs_lab
+def test_stun_shows_a_listener_its_public_address_and_the_nats_kind(network: Network, processes: Processes):
+    listener = processes.start(
+        [
+            *NetLab.run_in(network.lan),
+            *voip_command("listen", "--auto-answer", "--insecure", "--in", "silence", "--out", "null", "--stun", WAN),
+        ]
+    )
+    line = _wait_for_line(listener, "public address", stream="stdout")
+    if network.symmetric:
+        assert f"public address {ROUTER_OUT}:" in line and "symmetric" in line and "--relay" in line
+    else:  # masquerade keeps the port: the address to give callers is the router's, with ours
+        assert f"public address {ROUTER_OUT}:5004 " in line
+        assert "mapping endpoint-independent, filtering address-and-port-dependent" in line and "--punch can" in line
+    listener.send_signal(signal.SIGTERM)
+    assert listener.wait(timeout=10) in (0, 130)
+
+
+def test_a_stun_server_that_is_not_there_is_one_clear_line():
+    closed = free_udp_port("127.0.0.1")
+    result = run_voip(
+        "call", "127.0.0.1:9", "--insecure", "--in", "silence", "--out", "null", "--stun", f"127.0.0.1:{closed}"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"voip: no STUN server at 127.0.0.1:{closed}: its port is closed"
