@@ -65,7 +65,7 @@ def _start_coturn(processes: Processes, net: Network, tmp_path) -> None:
             str(tmp_path / "turn.pid"),
             "--userdb",
             str(tmp_path / "turndb"),
-        ]  # fmt: skip
+        ]
     )
     # Ready when coturn's own client gets an answer (it waits for ever on silence: bounded here)
     deadline = time.monotonic() + READY_S
