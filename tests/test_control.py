@@ -444,3 +444,28 @@ def test_random_control_messages_never_move_an_encrypted_call(body: bytes, kind:
     for control, source in ((listener, CALLER), (listener, STRANGER), (caller, LISTENER)):
         control.receive_datagram(data, source, 1.0)
         assert control.connected and control.peer == (LISTENER if control is caller else CALLER)
+
+
+def test_ping_is_answered_by_a_pong_of_the_same_size_in_any_state_and_changes_nothing():
+    token = bytes(range(8))
+    ping = ControlMessage(MessageType.PING, 7, key=token).serialize()
+    idle = CallControl(ANSWER, random.Random(2))
+    _, listener = connected_pair()
+    for control in (idle, listener):
+        events(control)  # the set-up's
+        state = control.state
+        control.receive_datagram(ping, STRANGER, 1.0)
+        [(answer, to)] = control.datagrams_to_send()
+        pong = ControlMessage.parse(answer)
+        assert (pong.type, pong.key, pong.call_id, to) == (MessageType.PONG, token, 7, STRANGER)
+        assert len(answer) == len(ping)
+        assert control.state is state and events(control) == []
+    listener.receive_datagram(ControlMessage(MessageType.PONG, 7, key=token).serialize(), STRANGER, 1.0)
+    assert listener.datagrams_to_send() == [] and listener.messages_foreign >= 1
+
+
+def test_a_ping_must_carry_a_token_and_no_tag():
+    with pytest.raises(ParseError):
+        ControlMessage.parse(ControlMessage(MessageType.PING, 7, key=b"").serialize())
+    with pytest.raises(ParseError):
+        ControlMessage.parse(ControlMessage(MessageType.PING, 7, key=bytes(8)).serialize(bytes(32), sequence=1))

@@ -6,6 +6,7 @@ namespaces the tests make, and coturn as the STUN server on the outside.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -31,8 +32,9 @@ class Network:
     def __init__(self, lab: NetLab, symmetric: bool) -> None:
         self.symmetric = symmetric
         self.lan, self.router, self.wan = lab.host("lan"), lab.host("rtr"), lab.host("wan")
-        lab.link(self.lan, LAN, self.router, ROUTER_IN)
+        _, self.inside = lab.link(self.lan, LAN, self.router, ROUTER_IN)
         wan_end, outside = lab.link(self.wan, WAN, self.router, ROUTER_OUT)
+        self.outside = outside
         lab.add_address(self.wan, wan_end, WAN_OTHER)
         lab.default_route(self.lan, ROUTER_IN)
         lab.nat(self.router, outside, symmetric)
@@ -95,10 +97,13 @@ def test_stun_shows_a_listener_its_public_address_and_the_nats_kind(network: Net
     )
     line = _wait_for_line(listener, "public address", stream="stdout")
     if network.symmetric:
-        assert f"public address {ROUTER_OUT}:" in line and "symmetric" in line and "--relay" in line
+        assert f"public address {ROUTER_OUT}:" in line and "symmetric" in line and "only a relay" in line
     else:  # masquerade keeps the port: the address to give callers is the router's, with ours
         assert f"public address {ROUTER_OUT}:5004 " in line
-        assert "mapping endpoint-independent, filtering address-and-port-dependent" in line and "--punch can" in line
+        assert (
+            "mapping endpoint-independent, filtering address-and-port-dependent" in line
+            and "punching can get through" in line
+        )
     listener.send_signal(signal.SIGTERM)
     assert listener.wait(timeout=10) in (0, 130)
 
@@ -110,3 +115,47 @@ def test_a_stun_server_that_is_not_there_is_one_clear_line():
     )
     assert result.returncode == 1
     assert result.stderr.strip() == f"voip: no STUN server at 127.0.0.1:{closed}: its port is closed"
+
+
+@needs_lab
+@pytest.mark.skipif(shutil.which("miniupnpd") is None, reason="needs miniupnpd (scripts/setup --test)")
+@pytest.mark.parametrize("network", [False], ids=["endpoint-independent NAT"], indirect=True)
+def test_doctor_checks_the_router_the_nat_and_the_peer(network: Network, processes: Processes, tmp_path):
+    config = tmp_path / "miniupnpd.conf"
+    config.write_text(
+        f"ext_ifname={network.outside}\nlistening_ip={network.inside}\nport=0\nenable_natpmp=yes\n"
+        "enable_upnp=no\nsecure_mode=yes\nallow 1024-65535 10.201.1.0/24 1024-65535\n"
+    )
+    router = processes.start([*NetLab.run_in(network.router), "miniupnpd", "-d", "-f", str(config)])
+    _wait_for_line(router, "Listening for NAT-PMP")
+    listener = processes.start(
+        [
+            *NetLab.run_in(network.wan),
+            *voip_command("listen", "--auto-answer", "--insecure", "--in", "silence", "--out", "null", "--bind", WAN),
+        ]
+    )
+    _wait_for_line(listener, "listening on")
+    found = _doctor(network, WAN, "--stun", WAN)
+    assert found["libopus"].startswith("ok")
+    assert found["addresses"].startswith("warn") and LAN in found["addresses"]
+    # miniupnpd answers, but its own outside address is private: what a router behind another NAT sees
+    assert found["NAT-PMP"].startswith(f"warn router {ROUTER_IN} has no public address")
+    assert (
+        found["STUN"].startswith(f"ok public address {ROUTER_OUT}:") and "mapping endpoint-independent" in found["STUN"]
+    )
+    assert found["peer"].startswith(f"ok a voip answers at {WAN}, round trip")
+    # nothing listens at the other address: the ICMP answer comes back through the NAT
+    assert _doctor(network, f"{WAN_OTHER}:6000")["peer"] == f"FAIL nothing listens at {WAN_OTHER}:6000"
+
+
+def _doctor(network: Network, *args: str) -> dict[str, str]:
+    """`voip doctor` in the LAN host: each check's name to its verdict and detail."""
+    doctor = subprocess.run(
+        [*NetLab.run_in(network.lan), *voip_command("doctor", *args)], capture_output=True, text=True, timeout=60
+    )
+    found = {}
+    for line in doctor.stdout.splitlines():
+        if match := re.match(r"\s*(ok|warn|FAIL|skip)  ([^:]+): (.*)", line):
+            found[match[2]] = f"{match[1]} {match[3]}"
+    assert doctor.returncode == (1 if any(v.startswith("FAIL") for v in found.values()) else 0)
+    return found

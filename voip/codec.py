@@ -86,6 +86,13 @@ def _opus() -> ctypes.CDLL:
     return lib
 
 
+def opus_version() -> str:
+    """libopus's own version string (`voip doctor`); CodecError if it cannot be loaded."""
+    lib = _opus()
+    lib.opus_get_version_string.restype = ctypes.c_char_p
+    return str(lib.opus_get_version_string().decode())
+
+
 class OpusEncoder:
     """Mono 48 kHz Opus encoder in VoIP mode."""
 

@@ -14,6 +14,8 @@ with 'v' (118), then 'C', a version and a type:
     REVEAL:         the caller's X25519 public key (256 bits)
     REFUSED:        why (8: 1 the listener encrypts and the caller does not, 2 the reverse)
     PATH_CHALLENGE, PATH_RESPONSE: a token (64 bits); always authenticated
+    PING, PONG:     a token (64 bits); never authenticated, answered in any state,
+                    from anyone, by a PONG of the same size
     HANGUP:         reason length (8), reason (UTF-8)
     RINGING, BUSY, HANGUP_ACK: nothing more
     authenticated:  then a sequence number (64) and an HMAC-SHA256 tag (128) under the
@@ -102,6 +104,8 @@ class MessageType(IntEnum):
     REFUSED = 8
     PATH_CHALLENGE = 9  # is the peer at this new address? (always authenticated)
     PATH_RESPONSE = 10
+    PING = 11  # does a voip answer here? (needs no call; `voip doctor HOST`)
+    PONG = 12
 
 
 AUTHENTICATED_TYPES = (
@@ -222,8 +226,9 @@ class ControlMessage:
                 raise ParseError(f"REVEAL of {len(body)} bytes, expected {PUBLIC_KEY_BYTES} or {CONFIRM_BYTES}")
             return cls(kind, call_id, key=body, sequence=sequence, tag=tag)
         if kind_has_token(kind):
-            if len(body) != PATH_TOKEN_BYTES or sequence is None:
-                raise ParseError(f"{kind.name} must carry a {PATH_TOKEN_BYTES}-byte token and a tag")
+            authenticated = kind in AUTHENTICATED_TYPES
+            if len(body) != PATH_TOKEN_BYTES or (sequence is None) == authenticated:
+                raise ParseError(f"{kind.name} must carry a {PATH_TOKEN_BYTES}-byte token" + " and a tag" * authenticated)
             return cls(kind, call_id, key=body, sequence=sequence, tag=tag)
         if kind is MessageType.REFUSED:
             if len(body) != 1 or body[0] not in tuple(Refusal):
@@ -259,7 +264,7 @@ def _refusal(ours: Offer, theirs: Offer) -> Refusal | None:
 
 
 def kind_has_token(kind: MessageType) -> bool:
-    return kind in (MessageType.PATH_CHALLENGE, MessageType.PATH_RESPONSE)
+    return kind in (MessageType.PATH_CHALLENGE, MessageType.PATH_RESPONSE, MessageType.PING, MessageType.PONG)
 
 
 def is_control(data: bytes) -> bool:
@@ -429,6 +434,12 @@ class CallControl:
             msg = ControlMessage.parse(data)
         except ParseError:
             self.messages_invalid += 1
+            return
+        if msg.type is MessageType.PING:  # as large as what caused it, whoever asks
+            self._outbox.append((ControlMessage(MessageType.PONG, msg.call_id, key=msg.key).serialize(), addr))
+            return
+        if msg.type is MessageType.PONG:  # we never ping from a call
+            self.messages_foreign += 1
             return
         if self.state is State.IDLE and not self._caller:
             self._on_idle_message(msg, addr, now)

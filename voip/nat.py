@@ -78,9 +78,9 @@ class NatReport:
         if self.punchable is None:
             hint = "the server cannot tell the NAT's kind"
         elif self.punchable:
-            hint = "--punch can connect through it"
+            hint = "hole punching can get through it"
         else:
-            hint = "--punch cannot get through it; use --relay"
+            hint = "hole punching cannot get through it: only a relay (TURN) can"
         return f"public address {public} ({kind}: {hint})"
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from voip import __version__
 from voip.cli.call import run_call, run_listen
+from voip.cli.doctor import run_doctor
 from voip.cli.options import (
     DEFAULT_PORT,
     MAX_WRONG_CODES,
@@ -204,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         "mic:NAME_OR_INDEX and speaker:NAME_OR_INDEX accept; * marks the defaults.",
     )
     devices.set_defaults(handler=run_devices)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check what a call needs, and whether HOST answers",
+        description="Check, in order: libopus and PortAudio, the audio devices, the local addresses, a NAT-PMP "
+        "router, a STUN server (with --stun) and whether a voip answers at HOST (a ping that needs no call). "
+        "One line per check with a verdict (ok, warn, FAIL, skip) and a hint; exit code 1 if any check failed.",
+    )
+    doctor.add_argument(
+        "host", nargs="?", metavar="HOST[:PORT]", help=f"where `voip listen` runs (port {DEFAULT_PORT})"
+    )
+    doctor.add_argument("--stun", metavar="SERVER[:PORT]", help="also ask this STUN server about our NAT (port 3478)")
+    doctor.set_defaults(handler=run_doctor)
     for command in commands.choices.values():  # so that a check after parsing speaks as the command's own
         command.set_defaults(command_parser=command)
     return parser
