@@ -219,3 +219,13 @@ def test_an_answer_to_someone_else_or_garbage_is_ignored():
     assert not probe.receive(stranger.encode(), 0.1)
     assert not probe.receive(b"\x00\x01garbage", 0.1)
     assert not probe.done
+
+
+def test_an_error_answer_ends_the_probe_with_its_reason_even_when_malformed():
+    for value, reason in ((b"\0\0\x04\x01Unauthorized", "401 Unauthorized"), (b"\0", "a malformed error")):
+        probe = NatProbe(SERVER, LOCAL, random.Random(1))
+        [(request, _)] = probe.datagrams(0.0)
+        tid = StunMessage.parse(request).transaction_id
+        answer = StunMessage(Method.BINDING, MessageClass.ERROR, tid, ((Attr.ERROR_CODE, value),))
+        assert probe.receive(answer.encode(), 0.1)
+        assert probe.error is not None and reason in str(probe.error)  # found by scripts/fuzz stun

@@ -172,7 +172,10 @@ class NatProbe:
             return False
         if message.message_class is MessageClass.ERROR:
             if query.name == "I":
-                code, reason = message.error or (0, "no reason given")
+                try:
+                    code, reason = message.error or (0, "no reason given")
+                except ParseError:
+                    code, reason = 0, "a malformed error"
                 self.error = StunError(f"STUN server {_show(self._server)} refused: {code} {reason}")
                 return True
             query.done = True
