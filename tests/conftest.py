@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,9 +23,22 @@ from voip.quality import utterance_pesq, utterances
 CLI_TIMEOUT_S = 60
 
 
+SENTENCE_B = "Please call me back when you have a moment. Bring a warm coat, it is cold and windy."
+
+
 @pytest.fixture(scope="session")
 def speech() -> np.ndarray:
     return read_48k(bundled_speech())
+
+
+@pytest.fixture(scope="session")
+def speech_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second voice sample, so that crossed channels cannot pass for the right ones."""
+    path = tmp_path_factory.mktemp("speech") / "b.wav"
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing (scripts/setup --test installs it)")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), SENTENCE_B], check=True)
+    return path
 
 
 def assert_speech_carried(reference: np.ndarray, received: np.ndarray) -> None:

@@ -62,11 +62,14 @@ class NetLab:
     def default_route(self, host: str, via: str) -> None:
         _run("ip", "-n", host, "route", "add", "default", "via", via)
 
+    def forward(self, router: str) -> None:
+        _run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
     def nat(self, router: str, outside: str, symmetric: bool = False) -> None:
         """Forwarding and masquerade out of `outside`, as a home router does. Linux keeps the
         source port where it can (an endpoint-independent mapping); `symmetric` picks a random
         port per destination (fully-random), as a symmetric NAT does."""
-        _run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.forward(router)
         flags = " fully-random" if symmetric else ""
         rules = (
             "table ip nat {\n"

@@ -21,17 +21,6 @@ from voip.io.files import read_48k
 from voip.rtcp import Bye, serialize_compound
 
 SPEECH_A = str(Path(__file__).resolve().parent.parent / "voip" / "data" / "speech.wav")
-SENTENCE_B = "Please call me back when you have a moment. Bring a warm coat, it is cold and windy."
-
-
-@pytest.fixture(scope="session")
-def speech_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second voice sample, so that crossed channels cannot pass for the right ones."""
-    path = tmp_path_factory.mktemp("speech") / "b.wav"
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is missing (scripts/setup --test installs it)")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), SENTENCE_B], check=True)
-    return path
 
 
 def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 15.0, stream: str = "stderr") -> str:

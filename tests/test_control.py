@@ -469,3 +469,29 @@ def test_a_ping_must_carry_a_token_and_no_tag():
         ControlMessage.parse(ControlMessage(MessageType.PING, 7, key=b"").serialize())
     with pytest.raises(ParseError):
         ControlMessage.parse(ControlMessage(MessageType.PING, 7, key=bytes(8)).serialize(bytes(32), sequence=1))
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_two_sides_that_call_each_other_at_once_end_up_in_one_call(encrypted):
+    a = CallControl(replace(OFFER, encrypted=encrypted), random.Random(1))
+    b = CallControl(replace(ANSWER, encrypted=encrypted), random.Random(2))
+    a.call(LISTENER, 0.0)  # a is at CALLER, b at LISTENER: each calls the other
+    b.call(CALLER, 0.0)
+    assert a.call_id != b.call_id
+    winner, loser = (a, b) if a.call_id > b.call_id else (b, a)
+    seen: dict[int, list[type]] = {id(a): [], id(b): []}
+    for step in range(40):
+        now = step * 0.05
+        deliver(a, b, CALLER, now)
+        deliver(b, a, LISTENER, now)
+        for side in (a, b):
+            for event in events(side):
+                seen[id(side)].append(type(event))
+                if isinstance(event, IncomingCall):
+                    side.accept(now)  # the user asked for this call: it is answered at once
+            side.handle_deadline(now)
+    assert a.state is b.state is State.CONNECTED
+    assert a.call_id == b.call_id == winner.call_id
+    assert seen[id(loser)][0] is IncomingCall and Connected in seen[id(winner)]
+    if encrypted:
+        assert a.keys is not None and b.keys is not None and a.keys.sas == b.keys.sas

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Processes, free_udp_port, run_voip, voip_command
+from tests.conftest import Processes, assert_speech_carried, free_udp_port, run_voip, voip_command
 from tests.netlab import NetLab, cannot_make_namespaces
-from tests.test_call import _wait_for_line
+from tests.test_call import SPEECH_A, _wait_for_line
+from voip.io.files import read_48k
 
 LAN, ROUTER_IN, ROUTER_OUT, WAN, WAN_OTHER = "10.201.1.2", "10.201.1.1", "172.30.0.1", "172.30.0.2", "172.30.0.3"
 READY_S = 10.0
@@ -159,3 +160,88 @@ def _doctor(network: Network, *args: str) -> dict[str, str]:
             found[match[2]] = f"{match[1]} {match[3]}"
     assert doctor.returncode == (1 if any(v.startswith("FAIL") for v in found.values()) else 0)
     return found
+
+
+# ---- hole punching: two homes, each behind its own NAT --------------------------------------
+
+PEOPLE_SKEW_S = 2.0
+LAN_B, ROUTER_B_IN, ROUTER_B_OUT = "10.201.2.2", "10.201.2.1", "172.30.1.4"
+
+
+class TwoHomes:
+    """lan A - router A (172.30.0.1) - the internet - (172.30.1.4) router B - lan B; each home
+    router masquerades. The internet is one router here: homes are never next to each other."""
+
+    def __init__(self, lab: NetLab, symmetric_b: bool) -> None:
+        self.lan_a, self.router_a = lab.host("lana"), lab.host("rtra")
+        self.lan_b, self.router_b = lab.host("lanb"), lab.host("rtrb")
+        internet = lab.host("inet")
+        lab.link(self.lan_a, LAN, self.router_a, ROUTER_IN)
+        lab.link(self.lan_b, LAN_B, self.router_b, ROUTER_B_IN)
+        outside_a, _ = lab.link(self.router_a, ROUTER_OUT, internet, "172.30.0.254")
+        outside_b, _ = lab.link(self.router_b, ROUTER_B_OUT, internet, "172.30.1.254")
+        lab.forward(internet)
+        for host, via in (
+            (self.lan_a, ROUTER_IN),
+            (self.lan_b, ROUTER_B_IN),
+            (self.router_a, "172.30.0.254"),
+            (self.router_b, "172.30.1.254"),
+        ):
+            lab.default_route(host, via)
+        lab.nat(self.router_a, outside_a)
+        lab.nat(self.router_b, outside_b, symmetric=symmetric_b)
+
+
+@needs_lab
+def test_hole_punching_connects_two_sides_behind_endpoint_independent_nats(
+    processes: Processes, tmp_path, speech, speech_b
+):
+    got_a, got_b = tmp_path / "got_a.wav", tmp_path / "got_b.wav"
+    with NetLab() as lab:
+        homes = TwoHomes(lab, symmetric_b=False)
+        side_a = processes.start(
+            [
+                *NetLab.run_in(homes.lan_a),
+                *voip_command("call", f"{ROUTER_B_OUT}:5004", "--punch", "--port", "5004", "--in", SPEECH_A),
+                *("--out", str(got_a), "--duration", "8", "--timeout", "15", "--sas-confirm"),
+            ]
+        )
+        _wait_for_line(side_a, "calling")
+        time.sleep(PEOPLE_SKEW_S)  # the other person starts a moment later, as people do
+        side_b = processes.start(
+            [
+                *NetLab.run_in(homes.lan_b),
+                *voip_command("call", f"{ROUTER_OUT}:5004", "--punch", "--port", "5004", "--in", str(speech_b)),
+                *("--out", str(got_b), "--duration", "8", "--timeout", "15", "--sas-confirm"),
+            ]
+        )
+        outputs = [side.communicate(timeout=60) for side in (side_a, side_b)]
+        processes.cleanup()
+    for side, (_, err) in zip((side_a, side_b), outputs, strict=True):
+        assert side.returncode == 0, err
+        assert "connected to 172.30." in err and "encrypted" in err
+    # each side heard the other, through both NATs (b's speech reached a, a's reached b)
+    assert_speech_carried(read_48k(speech_b), read_48k(got_a))
+    assert_speech_carried(speech, read_48k(got_b))
+
+
+@needs_lab
+def test_hole_punching_through_a_symmetric_nat_fails_with_one_clear_line(processes: Processes):
+    with NetLab() as lab:
+        homes = TwoHomes(lab, symmetric_b=True)
+        sides = [
+            processes.start(
+                [
+                    *NetLab.run_in(lan),
+                    *voip_command("call", f"{public}:5004", "--punch", "--port", "5004", "--timeout", "4"),
+                    *("--in", "silence", "--out", "null"),
+                ]
+            )
+            for lan, public in ((homes.lan_a, ROUTER_B_OUT), (homes.lan_b, ROUTER_OUT))
+        ]
+        outputs = [side.communicate(timeout=30) for side in sides]
+        processes.cleanup()
+    for side, (_, err) in zip(sides, outputs, strict=True):
+        assert side.returncode == 1
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("voip: no answer from 172.30.") and "symmetric NAT" in last

@@ -23,8 +23,10 @@ with 'v' (118), then 'C', a version and a type:
 
 The caller repeats INVITE on a timer (250 ms, doubling, at most 2 s apart) until the
 callee answers ACCEPT or BUSY; RINGING says a person is being asked and keeps the
-caller waiting longer. The callee repeats nothing before it answers: a lost RINGING is
-answered again when the next INVITE arrives. Hang-up is HANGUP, repeated until
+caller waiting longer. Two sides that call each other at once (hole punching: each
+side's INVITEs open its own NAT for the other's) settle it by call id: the larger one's
+caller stays the caller, the other side answers it as a listener. The callee repeats
+nothing before it answers: a lost RINGING is answered again when the next INVITE arrives. Hang-up is HANGUP, repeated until
 HANGUP_ACK (or for 2 s); the media session adds an RTCP BYE.
 
 Encrypted calls (the default in the CLI) agree keys inside this exchange, as ZRTP does
@@ -151,6 +153,7 @@ class CallSettings:
     encrypted: bool = True  # keys agreed in the set-up, SRTP (False: --insecure)
     code: str | None = None  # authenticate by a shared code (SPAKE2) instead of words
     timeout_s: float = 30.0  # nothing from the peer this long: the call ends
+    no_answer_s: float = NO_RESPONSE_S  # a caller hears nothing from the callee this long: "no answer"
     # A receiver (`voip receive`): until a call arrives, a plain RTP stream from whoever sends
     # first is taken instead, in the clear (ffmpeg, GStreamer, `voip send --insecure`).
     takes_plain_stream: bool = False
@@ -228,7 +231,9 @@ class ControlMessage:
         if kind_has_token(kind):
             authenticated = kind in AUTHENTICATED_TYPES
             if len(body) != PATH_TOKEN_BYTES or (sequence is None) == authenticated:
-                raise ParseError(f"{kind.name} must carry a {PATH_TOKEN_BYTES}-byte token" + " and a tag" * authenticated)
+                raise ParseError(
+                    f"{kind.name} must carry a {PATH_TOKEN_BYTES}-byte token" + " and a tag" * authenticated
+                )
             return cls(kind, call_id, key=body, sequence=sequence, tag=tag)
         if kind is MessageType.REFUSED:
             if len(body) != 1 or body[0] not in tuple(Refusal):
@@ -347,11 +352,14 @@ class CallControl:
         timeout_s: float = 30.0,
         key_pair: KeyPair | None = None,
         code: str | None = None,
+        no_answer_s: float = NO_RESPONSE_S,
     ) -> None:
         """An encrypted offer agrees keys by `code` (SPAKE2) when given, else by X25519 with
-        `key_pair` (a fresh one if not given) and words to compare."""
+        `key_pair` (a fresh one if not given) and words to compare. A caller gives up after
+        `no_answer_s` of silence from the callee."""
         self.offer = offer
         self.timeout_s = timeout_s
+        self.no_answer_s = no_answer_s
         self.state = State.IDLE
         self.peer: Address | None = None
         self.remote_offer: Offer | None = None
@@ -391,7 +399,7 @@ class CallControl:
         self.peer = peer
         self.call_id = self._rng.getrandbits(64)
         self.state = State.CALLING
-        self._give_up_at = now + NO_RESPONSE_S
+        self._give_up_at = now + self.no_answer_s
         if self._handshake is not None:
             self._hello = self._handshake.hello(self.call_id)
         self._send_invite()
@@ -445,6 +453,8 @@ class CallControl:
             self._on_idle_message(msg, addr, now)
         elif msg.type is MessageType.PATH_RESPONSE and self._path_check is not None and msg.call_id == self.call_id:
             self._on_path_response(msg, data, addr, now)
+        elif self._calls_us_too(msg, addr):
+            self._settle_simultaneous_calls(msg, addr, now)
         elif self.peer is None or _host_port(addr) != _host_port(self.peer) or msg.call_id != self.call_id:
             self._on_stranger(msg, addr)
         elif self.keys is not None and not self._authentic(msg, data):
@@ -524,6 +534,28 @@ class CallControl:
             self._outbox.append((ControlMessage(MessageType.HANGUP_ACK, msg.call_id).serialize(), addr))
         else:
             self.messages_foreign += 1
+
+    def _calls_us_too(self, msg: ControlMessage, addr: Address) -> bool:
+        """The one we call calls us at the same time (both ran `voip call`, as hole punching does)."""
+        return (
+            self._caller
+            and self.state is State.CALLING
+            and msg.type is MessageType.INVITE
+            and self.peer is not None
+            and _host_port(addr) == _host_port(self.peer)
+            and msg.call_id != self.call_id
+        )
+
+    def _settle_simultaneous_calls(self, msg: ControlMessage, addr: Address, now: float) -> None:
+        """The call with the larger call id goes on: its caller stays the caller, and the other
+        side becomes its listener (both sides decide alike, with no message more). Our own
+        INVITE, repeated, makes the peer decide the same way when ours wins."""
+        if msg.call_id < self.call_id:
+            return
+        self._caller = False
+        self.state = State.IDLE
+        self._retry_at = self._give_up_at = None
+        self._on_idle_message(msg, addr, now)
 
     def _on_stranger(self, msg: ControlMessage, addr: Address) -> None:
         self.messages_foreign += 1

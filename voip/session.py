@@ -535,7 +535,7 @@ def _call_control(config: SessionConfig, ssrc: int, call: CallSettings, rng: ran
         gcm=call.encrypted and gcm_available(),
         code=call.code is not None,
     )
-    return CallControl(offer, rng, timeout_s=call.timeout_s, code=call.code)
+    return CallControl(offer, rng, timeout_s=call.timeout_s, code=call.code, no_answer_s=call.no_answer_s)
 
 
 def _host_port(addr: Address) -> tuple[str, int]:

@@ -174,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CODE",
         help="the code `voip listen --code` printed: the call is then authenticated by it, no words to compare",
     )
+    call.add_argument("--port", type=port_number, default=0, help="local UDP port to call from (default: any free one)")
+    call.add_argument(
+        "--punch",
+        action="store_true",
+        help="hole punching, for two sides behind NATs: both run `voip call THEIR_PUBLIC_ADDRESS --punch --port P` "
+        "at about the same time (within --timeout), each with the port it gave the other; each side's calls open "
+        "its own NAT for the other's, and one call goes on. Works unless a NAT is symmetric (docs/reach.md)",
+    )
     _add_call_options(call)
     call.set_defaults(handler=run_call)
 

@@ -36,6 +36,7 @@ from voip.cli.options import (
     simulator,
 )
 from voip.control import (
+    NO_RESPONSE_S,
     CallControl,
     CallEnded,
     CallSettings,
@@ -57,8 +58,14 @@ from voip.io.udp import open_listening_socket, open_socket, parse_host_port, res
 from voip.session import Session
 
 
+PUNCH_TTL = 2  # hops: past our own router, not as far as the peer's
+PUNCH_OPEN_S = 5.0  # how long each side only opens its own NAT
+
+
 def run_call(args: argparse.Namespace) -> int:
     _check_code(args)
+    if args.punch and not args.port:
+        raise VoipError("--punch needs --port: the port here that the other side calls (and you gave it)")
     host, port = parse_host_port(args.destination, DEFAULT_PORT)
     family, peer = resolve(host, port)
     check_drift(args, args.source)
@@ -66,7 +73,7 @@ def run_call(args: argparse.Namespace) -> int:
         args.source, args.out or [args.default_out], frame_samples(args), processing_settings(args), args.room
     )
     try:
-        sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", 0, family)
+        sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", args.port, family)
         try:
             _show_public_address(args, sock)
             session = _call_session(args)
@@ -74,7 +81,15 @@ def run_call(args: argparse.Namespace) -> int:
             session.control.call(peer, time.monotonic())
             info(f"calling {show(peer)}", args.quiet)
             words = _Words(args.sas_confirm, _Terminal() if sys.stdin.isatty() else None)
-            return _finish(_converse(args, io, sock, session, None, words, started=args.started))
+            punch = _Punch(sock, time.monotonic()) if args.punch else None
+            ended = _converse(args, io, sock, session, None, words, started=args.started, punch=punch)
+            if args.punch and ended.reason == "no answer":
+                raise VoipError(
+                    f"no answer from {show(peer)} in {args.timeout:g} s: is the other side calling you "
+                    f"({show(sock.getsockname())} here) at the same time? Hole punching cannot get "
+                    "through a symmetric NAT on either side (voip doctor --stun tells)"
+                )
+            return _finish(ended)
         finally:
             sock.close()
     finally:
@@ -128,7 +143,11 @@ def _check_code(args: argparse.Namespace) -> None:
 
 
 def _call_session(args: argparse.Namespace) -> Session:
-    call = CallSettings(encrypted=not args.insecure, code=args.code or None, timeout_s=args.timeout)
+    # Punching waits for the other side to start calling too, as long as --timeout
+    no_answer_s = args.timeout if getattr(args, "punch", False) else NO_RESPONSE_S
+    call = CallSettings(
+        encrypted=not args.insecure, code=args.code or None, timeout_s=args.timeout, no_answer_s=no_answer_s
+    )
     session = Session(session_config(args), random.Random(), time.monotonic(), call=call)
     record_timeline(args, session)
     return session
@@ -142,6 +161,7 @@ def _converse(
     answerer: _Answerer | None,
     words: _Words,
     started: float | None = None,
+    punch: _Punch | None = None,
 ) -> CallEnded:
     """Run one call to its end: ringing, connected, hung up by either side, or failed."""
     control = session.control
@@ -162,6 +182,8 @@ def _converse(
                 info(f"incoming call from {show(event.peer)} (SSRC {event.offer.ssrc:#010x})", args.quiet)
                 if answerer is not None:
                     answerer.incoming(event, control, now)
+                else:  # the one we call called us at the same moment, and its call goes on
+                    control.accept(now)
             elif isinstance(event, Ringing):
                 info("ringing", args.quiet)
             elif isinstance(event, Connected):
@@ -184,6 +206,8 @@ def _converse(
                 ended = event
         if answerer is not None:
             answerer.poll(now)
+        if punch is not None:
+            punch.poll(now)
         words.poll(args.quiet)
         if started is not None and setup_ms is None and session.first_send is not None:
             setup_ms = (session.first_send - started) * 1000.0
@@ -234,6 +258,35 @@ def _converse(
     elif ended.normal and ended.reason != "interrupted":
         info(f"call ended: {ended.reason}", args.quiet)  # (otherwise the reason is the error line)
     return ended
+
+
+class _Punch:
+    """Hole punching's opening: our first INVITEs leave with a small TTL, so that they open our
+    own NAT for the peer's address but die on the way, before they reach the peer's NAT.
+
+    A datagram that reaches a NAT before its own side has sent leaves a connection-tracking
+    entry there (Linux keeps one for 30 s, refreshed by every further datagram), and that
+    entry takes the very port pair the peer's NAT would map its own datagrams to: it maps
+    them to another port, and the two sides never meet. So for PUNCH_OPEN_S each side only
+    opens its own NAT; once both have, the first full INVITE goes through. Both sides must
+    start within PUNCH_OPEN_S of each other (docs/reach.md)."""
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self._sock = sock
+        self._until = now + PUNCH_OPEN_S
+        self._level, self._option = (
+            (socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS)
+            if sock.family == socket.AF_INET6
+            else (socket.IPPROTO_IP, socket.IP_TTL)
+        )
+        self._default = sock.getsockopt(self._level, self._option)
+        sock.setsockopt(self._level, self._option, PUNCH_TTL)
+        self._opening = True
+
+    def poll(self, now: float) -> None:
+        if self._opening and now >= self._until:
+            self._sock.setsockopt(self._level, self._option, self._default)
+            self._opening = False
 
 
 def _finish(ended: CallEnded) -> int:
