@@ -57,7 +57,6 @@ from voip.io.stun import probe_nat, stun_server
 from voip.io.udp import open_listening_socket, open_socket, parse_host_port, resolve
 from voip.session import Session
 
-
 PUNCH_TTL = 2  # hops: past our own router, not as far as the peer's
 PUNCH_OPEN_S = 5.0  # how long each side only opens its own NAT
 
