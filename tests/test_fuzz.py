@@ -22,6 +22,7 @@ FUZZ = Path(__file__).resolve().parent.parent / "scripts" / "fuzz"
         ("control", 10000),
         ("sdp", 10000),
         ("stun", 10000),
+        ("turn", 10000),
         ("words", 10000),
         ("code", 300),
         ("session", 10000),

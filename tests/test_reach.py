@@ -57,6 +57,8 @@ def _start_coturn(processes: Processes, net: Network, tmp_path) -> None:
             WAN,
             "--listening-ip",
             WAN_OTHER,
+            "--relay-ip",  # one relay address: a listener permits it for callers relaying through the same server
+            WAN,
             "--listening-port",
             "3478",
             "--realm",
@@ -245,3 +247,59 @@ def test_hole_punching_through_a_symmetric_nat_fails_with_one_clear_line(process
         assert side.returncode == 1
         last = err.strip().splitlines()[-1]
         assert last.startswith("voip: no answer from 172.30.") and "symmetric NAT" in last
+
+
+# ---- a TURN relay, for the NAT nothing else gets through ------------------------------------
+
+RELAY = f"turn:alice:secret@{WAN}"
+
+
+@needs_lab
+@pytest.mark.parametrize("network", [True], ids=["symmetric NAT"], indirect=True)
+def test_a_listener_behind_a_symmetric_nat_is_reached_through_the_relay(
+    network: Network, processes: Processes, tmp_path, speech, speech_b
+):
+    got_listener, got_caller = tmp_path / "listener.wav", tmp_path / "caller.wav"
+    listener = processes.start(
+        [
+            *NetLab.run_in(network.lan),
+            *voip_command("listen", "--once", "--auto-answer", "--relay", RELAY, "--in", SPEECH_A),
+            *("--out", str(got_listener)),
+        ]
+    )
+    line = _wait_for_line(listener, "relayed address", stream="stdout")
+    relayed = line.split()[2].rstrip(":")
+    assert relayed.startswith(f"{WAN}:")
+    caller = subprocess.run(
+        [
+            *NetLab.run_in(network.wan),
+            *voip_command("call", relayed, "--relay", RELAY, "--in", str(speech_b), "--out", str(got_caller)),
+            *("--duration", "8", "--sas-confirm"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert caller.returncode == 0, caller.stderr
+    assert "through the relay" in caller.stderr and "connected to" in caller.stderr
+    listener.communicate(timeout=30)
+    assert listener.returncode == 0
+    assert_speech_carried(speech, read_48k(got_caller))
+    assert_speech_carried(read_48k(speech_b), read_48k(got_listener))
+
+
+@needs_lab
+@pytest.mark.parametrize("network", [False], ids=["endpoint-independent NAT"], indirect=True)
+def test_a_wrong_relay_password_is_one_clear_line(network: Network):
+    result = subprocess.run(
+        [
+            *NetLab.run_in(network.lan),
+            *voip_command("call", f"{WAN}:5004", "--relay", f"turn:alice:wrong@{WAN}", "--in", "silence"),
+            *("--out", "null"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"voip: TURN server {WAN}:3478 refused the user name or password"

@@ -26,8 +26,8 @@ callee answers ACCEPT or BUSY; RINGING says a person is being asked and keeps th
 caller waiting longer. Two sides that call each other at once (hole punching: each
 side's INVITEs open its own NAT for the other's) settle it by call id: the larger one's
 caller stays the caller, the other side answers it as a listener. The callee repeats
-nothing before it answers: a lost RINGING is answered again when the next INVITE arrives. Hang-up is HANGUP, repeated until
-HANGUP_ACK (or for 2 s); the media session adds an RTCP BYE.
+nothing before it answers: a lost RINGING is answered again when the next INVITE arrives.
+Hang-up is HANGUP, repeated until HANGUP_ACK (or for 2 s); the media session adds an RTCP BYE.
 
 Encrypted calls (the default in the CLI) agree keys inside this exchange, as ZRTP does
 (voip.crypto): INVITE commits to the caller's key, ACCEPT carries the listener's, and the

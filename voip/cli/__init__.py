@@ -258,6 +258,12 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
         help="before the call, ask this STUN server (port 3478) for our public address and the NAT's kind "
         "(RFC 5780), from the call's own port, and show them; none is asked unless given (docs/reach.md)",
     )
+    parser.add_argument(
+        "--relay",
+        metavar="turn:USER:PASSWORD@SERVER[:PORT]",
+        help="carry the call through a TURN relay (RFC 8656; port 3478), for a NAT nothing else gets through. "
+        "`voip listen --relay` prints a relayed address; the caller calls it with --relay through the same server",
+    )
     add_codec_options(parser)
     add_processing_options(parser)
     add_network_options(parser)

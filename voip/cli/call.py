@@ -53,9 +53,11 @@ from voip.errors import VoipError
 from voip.io.files import SilenceSource
 from voip.io.loop import MediaLoop
 from voip.io.media import AudioIO, open_audio
+from voip.io.relay import allocate, relay_client, release
 from voip.io.stun import probe_nat, stun_server
 from voip.io.udp import open_listening_socket, open_socket, parse_host_port, resolve
 from voip.session import Session
+from voip.turn import TurnClient
 
 PUNCH_TTL = 2  # hops: past our own router, not as far as the peer's
 PUNCH_OPEN_S = 5.0  # how long each side only opens its own NAT
@@ -75,13 +77,18 @@ def run_call(args: argparse.Namespace) -> int:
         sock = open_socket("::" if family == socket.AF_INET6 else "0.0.0.0", args.port, family)
         try:
             _show_public_address(args, sock)
+            relay = _relay(args, sock)
             session = _call_session(args)
             assert session.control is not None
             session.control.call(peer, time.monotonic())
-            info(f"calling {show(peer)}", args.quiet)
+            info(f"calling {show(peer)}" + (f" through the relay at {show(relay.server)}" if relay else ""), args.quiet)
             words = _Words(args.sas_confirm, _Terminal() if sys.stdin.isatty() else None)
             punch = _Punch(sock, time.monotonic()) if args.punch else None
-            ended = _converse(args, io, sock, session, None, words, started=args.started, punch=punch)
+            try:
+                ended = _converse(args, io, sock, session, None, words, args.started, punch, relay)
+            finally:
+                if relay is not None:
+                    release(sock, relay)
             if args.punch and ended.reason == "no answer":
                 raise VoipError(
                     f"no answer from {show(peer)} in {args.timeout:g} s: is the other side calling you "
@@ -106,9 +113,20 @@ def run_listen(args: argparse.Namespace) -> int:
     terminal = _Terminal() if sys.stdin.isatty() else None
     answerer = _Answerer(args.auto_answer, terminal)
     wrong_codes = 0
+    relay: TurnClient | None = None
     try:
         info(f"listening on {show(sock.getsockname())}", args.quiet)
         _show_public_address(args, sock)
+        relay = _relay(args, sock)
+        if relay is not None:
+            assert relay.relayed is not None
+            for ip in {relay.relayed[0], relay.server[0]}:  # callers that relay through the same server
+                relay.permit(ip, time.monotonic())
+            print(
+                f"relayed address {show(relay.relayed)}: callers run voip call {show(relay.relayed)} "
+                f"--relay turn:USER:PASSWORD@{show(relay.server)}",
+                flush=True,
+            )
         if args.code:
             print(f"code: {args.code}  (the caller runs: voip call HOST --code {args.code})", flush=True)
         while True:
@@ -116,7 +134,8 @@ def run_listen(args: argparse.Namespace) -> int:
                 args.source, args.out or [args.default_out], frame_samples(args), processing_settings(args), args.room
             )
             try:
-                ended = _converse(args, io, sock, _call_session(args), answerer, _Words(args.sas_confirm, terminal))
+                words = _Words(args.sas_confirm, terminal)
+                ended = _converse(args, io, sock, _call_session(args), answerer, words, relay=relay)
             finally:
                 io.close()
             wrong_codes += ended.reason.startswith("wrong code")
@@ -126,7 +145,18 @@ def run_listen(args: argparse.Namespace) -> int:
                 return _finish(ended)
             info("listening for the next call", args.quiet)
     finally:
+        if relay is not None:
+            release(sock, relay)
         sock.close()
+
+
+def _relay(args: argparse.Namespace, sock: socket.socket) -> TurnClient | None:
+    """With --relay: an allocation on the TURN server, made now, that the call runs through."""
+    if not args.relay:
+        return None
+    client = relay_client(args.relay)
+    allocate(sock, client)
+    return client
 
 
 def _show_public_address(args: argparse.Namespace, sock: socket.socket) -> None:
@@ -161,11 +191,12 @@ def _converse(
     words: _Words,
     started: float | None = None,
     punch: _Punch | None = None,
+    relay: TurnClient | None = None,
 ) -> CallEnded:
     """Run one call to its end: ringing, connected, hung up by either side, or failed."""
     control = session.control
     assert control is not None
-    endpoint = io.endpoint(session, sock, network=simulator(args))
+    endpoint = io.endpoint(session, sock, network=simulator(args), relay=relay)
     endpoint.source = None  # a file starts playing when the call connects, not while it rings
     status = StatusLine(args.quiet)
     metrics = Metrics(args.metrics)  # appended to: a listener's calls follow each other in one file

@@ -29,6 +29,7 @@ from voip.netsim import NetworkSimulator
 from voip.processing import AudioProcessor
 from voip.room import Room
 from voip.session import Address, Session
+from voip.turn import TurnClient
 
 MAX_DATAGRAM = 65535
 MAX_RECEIVE_BATCH = 64  # datagrams read per wake-up, so a flood cannot starve the clock
@@ -62,6 +63,7 @@ class Endpoint:
     probe: Probe | None = None  # watches (and may change) what passes, for measurements
     processor: AudioProcessor | None = None  # echo cancellation etc. between devices and codec
     room: Room | None = None  # a simulated room: what we play comes back into what we capture
+    relay: TurnClient | None = None  # everything to and from peers goes through this TURN allocation
     source_done: bool = False
     send_errors: int = 0
 
@@ -87,6 +89,9 @@ class Endpoint:
         return delay + (self.speaker.output_delay.mean if self.speaker is not None else 0.0)
 
     def transmit(self, now: float) -> None:
+        if self.relay is not None:
+            for request in self.relay.datagrams(now):
+                self._send_raw(request, self.relay.server)
         for data, addr in self.session.datagrams_to_send(now):
             if self.probe is not None:
                 self.probe.sent(data, now)
@@ -99,6 +104,13 @@ class Endpoint:
                 self._sendto(data, addr)
 
     def _sendto(self, data: bytes, addr: Address) -> None:
+        if self.relay is not None:
+            data, addr = self.relay.wrap(data, (addr[0], addr[1])), self.relay.server
+        self._send_raw(data, addr)
+
+    def _send_raw(self, data: bytes, addr: Address) -> None:
+        if self.sock.family == socket.AF_INET6 and "." in addr[0] and not addr[0].startswith("::ffff:"):
+            addr = (f"::ffff:{addr[0]}", addr[1])  # an IPv4 peer of a dual-stack socket
         try:
             self.sock.sendto(data, addr)
         except OSError:
@@ -276,6 +288,13 @@ class MediaLoop:
                 for destination in unreachable_destinations(ep.sock):
                     ep.session.unreachable(destination, now)
                 continue
+            if ep.relay is not None:
+                if (str(addr[0]).removeprefix("::ffff:"), addr[1]) != ep.relay.server:
+                    continue  # with a relay, peers come through it: anything else is a stranger's
+                unwrapped = ep.relay.receive(data, now)
+                if unwrapped is None:
+                    continue
+                data, addr = unwrapped
             if ep.probe is not None:
                 ep.probe.received(data, now)
             ep.session.receive_datagram(data, addr, now)
