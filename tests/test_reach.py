@@ -98,7 +98,24 @@ def test_stun_shows_a_listener_its_public_address_and_the_nats_kind(network: Net
             *voip_command("listen", "--auto-answer", "--insecure", "--in", "silence", "--out", "null", "--stun", WAN),
         ]
     )
+    # no router answers NAT-PMP here: the listener says it cannot be reached unasked...
+    forwarding = _wait_for_line(listener, "reachable", stream="stdout")
+    assert forwarding.strip() == (
+        "not reachable from outside this network unless the router forwards this port: "
+        "no NAT-PMP router answered (docs/reach.md)"
+    )
     line = _wait_for_line(listener, "public address", stream="stdout")
+    if not network.symmetric:  # ...and a call from outside to its public address gets no answer
+        outside = subprocess.run(
+            [
+                *NetLab.run_in(network.wan),
+                *voip_command("call", f"{ROUTER_OUT}:5004", "--insecure", "--in", "silence", "--out", "null"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert outside.returncode == 1 and outside.stderr.strip().endswith("no answer")
     if network.symmetric:
         assert f"public address {ROUTER_OUT}:" in line and "symmetric" in line and "only a relay" in line
     else:  # masquerade keeps the port: the address to give callers is the router's, with ours
@@ -139,6 +156,13 @@ def test_doctor_checks_the_router_the_nat_and_the_peer(network: Network, process
     )
     _wait_for_line(listener, "listening on")
     found = _doctor(network, WAN, "--stun", WAN)
+    inside = processes.start(
+        [*NetLab.run_in(network.lan), *voip_command("listen", "--auto-answer", "--in", "silence", "--out", "null")]
+    )
+    assert _wait_for_line(inside, "reachable", stream="stdout").strip() == (
+        "not reachable from outside this network: network failure (the router has no public address); "
+        "use --relay (docs/reach.md)"
+    )
     assert found["libopus"].startswith("ok")
     assert found["addresses"].startswith("warn") and LAN in found["addresses"]
     # miniupnpd answers, but its own outside address is private: what a router behind another NAT sees

@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--once", action="store_true", help="exit after one call (with its exit code)")
     listen.add_argument("--auto-answer", action="store_true", help="answer every call without asking")
     listen.add_argument(
+        "--no-map",
+        action="store_true",
+        help="do not ask the router to forward the port (NAT-PMP); by default a listener behind a NAT asks, "
+        "says the address to give callers or why there is none, and removes the forwarding on exit",
+    )
+    listen.add_argument(
         "--code",
         nargs="?",
         const="",

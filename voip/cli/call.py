@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import queue
 import random
 import signal
@@ -53,6 +54,7 @@ from voip.errors import VoipError
 from voip.io.files import SilenceSource
 from voip.io.loop import MediaLoop
 from voip.io.media import AudioIO, open_audio
+from voip.io.portmap import RouterMapping, default_gateway
 from voip.io.relay import allocate, relay_client, release
 from voip.io.stun import probe_nat, stun_server
 from voip.io.udp import open_listening_socket, open_socket, parse_host_port, resolve
@@ -114,8 +116,11 @@ def run_listen(args: argparse.Namespace) -> int:
     answerer = _Answerer(args.auto_answer, terminal)
     wrong_codes = 0
     relay: TurnClient | None = None
+    forwarded = _forward_port(args, sock)
     try:
         info(f"listening on {show(sock.getsockname())}", args.quiet)
+        if forwarded is not None:
+            print(forwarded.describe(), flush=True)
         _show_public_address(args, sock)
         relay = _relay(args, sock)
         if relay is not None:
@@ -147,7 +152,21 @@ def run_listen(args: argparse.Namespace) -> int:
     finally:
         if relay is not None:
             release(sock, relay)
+        if forwarded is not None:
+            forwarded.close()
         sock.close()
+
+
+def _forward_port(args: argparse.Namespace, sock: socket.socket) -> RouterMapping | None:
+    """Unless --no-map: ask the router to forward our port, where there is a router with a NAT
+    (no default route, a loopback or public address: nothing to ask)."""
+    gateway = default_gateway()
+    if args.no_map or args.relay or gateway is None or ipaddress.ip_address(gateway).is_global:
+        return None
+    bound = ipaddress.ip_address(str(sock.getsockname()[0]).removeprefix("::ffff:"))
+    if bound.is_loopback:
+        return None
+    return RouterMapping(gateway, sock.getsockname()[1])
 
 
 def _relay(args: argparse.Namespace, sock: socket.socket) -> TurnClient | None:

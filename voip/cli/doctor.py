@@ -20,9 +20,7 @@ from pathlib import Path
 from voip.cli.options import DEFAULT_PORT
 from voip.errors import VoipError
 
-NATPMP_PORT = 5351
 NATPMP_TRIES = (0.25, 0.5)  # seconds to wait after each request (RFC 6886 starts at 250 ms)
-NATPMP_NETWORK_FAILURE = 3  # RFC 6886; miniupnpd answers so when its own outside address is private
 DOUBLE_NAT_HINT = "it sits behind another NAT (or is offline): no mapping it makes reaches outside; see docs/reach.md"
 SIOCGIFADDR = 0x8915  # <linux/sockios.h>
 
@@ -119,40 +117,32 @@ def _local_addresses() -> Iterator[ipaddress.IPv4Address | ipaddress.IPv6Address
             yield ipaddress.IPv6Address(bytes.fromhex(row.split()[0]))
 
 
-def _default_gateway() -> str | None:
-    """The IPv4 default route's gateway, from /proc/net/route."""
-    with contextlib.suppress(OSError):
-        for row in Path("/proc/net/route").read_text().splitlines()[1:]:
-            fields = row.split()
-            if len(fields) > 2 and fields[1] == "00000000":
-                return str(ipaddress.IPv4Address(struct.pack("<I", int(fields[2], 16))))
-    return None
-
-
 def _nat_pmp() -> Finding:
     """RFC 6886: ask the default gateway for its public address (opcode 0)."""
-    gateway = _default_gateway()
+    from voip.io.portmap import default_gateway
+
+    gateway = default_gateway()
     if gateway is None:
         return Finding("NAT-PMP", Verdict.SKIP, "no default route")
+    from voip.errors import ParseError
+    from voip.natpmp import NATPMP_PORT, RESULT_NETWORK_FAILURE, parse_answer, public_address_request
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for wait in NATPMP_TRIES:
             try:
-                sock.sendto(b"\x00\x00", (gateway, NATPMP_PORT))
+                sock.sendto(public_address_request(), (gateway, NATPMP_PORT))
                 sock.settimeout(wait)
-                data = sock.recv(16)
-            except TimeoutError:
+                answer = parse_answer(sock.recv(16))
+            except (TimeoutError, ParseError):
                 continue
             except OSError:  # port unreachable: the router runs no NAT-PMP
                 break
-            if len(data) >= 12 and data[:2] == b"\x00\x80":
-                result = struct.unpack_from("!H", data, 2)[0]
-                public = ipaddress.IPv4Address(data[8:12])
-                if result == NATPMP_NETWORK_FAILURE or (result == 0 and (public.is_private or public.is_reserved)):
-                    detail = f"router {gateway} has no public address"
-                    return Finding("NAT-PMP", Verdict.WARN, detail, DOUBLE_NAT_HINT)
-                if result != 0:
-                    return Finding("NAT-PMP", Verdict.WARN, f"router {gateway} answered with result code {result}")
-                return Finding("NAT-PMP", Verdict.OK, f"router {gateway}, public address {public}")
+            public = ipaddress.IPv4Address(answer.public_ip or "0.0.0.0")
+            if answer.result == RESULT_NETWORK_FAILURE or (answer.result == 0 and not public.is_global):
+                return Finding("NAT-PMP", Verdict.WARN, f"router {gateway} has no public address", DOUBLE_NAT_HINT)
+            if answer.result != 0:
+                return Finding("NAT-PMP", Verdict.WARN, f"router {gateway} answered with result code {answer.result}")
+            return Finding("NAT-PMP", Verdict.OK, f"router {gateway}, public address {public}")
     hint = "callers outside this network cannot reach you unasked; see docs/reach.md"
     return Finding("NAT-PMP", Verdict.WARN, f"no answer from router {gateway}", hint)
 
