@@ -19,7 +19,8 @@ PLC and FEC:
             plc=true use-inband-fec=true) fed the packets over UDP on 127.0.0.1 in real time
 Columns, the mean over seeds (and the worst seed for MOS_CQ):
   PESQ      PESQ-WB (P.862.2) of each utterance aligned on its own, averaged
-  PLCMOS    PLCMOS v2 of the whole output (non-intrusive; speechmos)
+  PLCMOS    PLCMOS v2 of the whole output (non-intrusive; speechmos), from 0.1 s before its first
+            sound, the mean over 8 shifts (voip.quality.plcmos)
   Ta        one-way mouth-to-ear delay, ms: frame + codec lookahead + path + buffer + 40 ms of
             devices (voip.emodel.mouth_to_ear_ms), averaged over played packets
   MOS_CQ    conversational quality: MOS(R(PESQ) - Idd(Ta)), ITU-T G.107 (voip.emodel)

@@ -369,7 +369,8 @@ def test_stretching_a_sine_never_jumps():
     itself does (2 pi f A / fs per sample), and nothing is concealed (L16 conceals with silence)."""
     n = 2000  # 40 s
     arrivals = {i: i * STEP + (0.15 * min(i, 1500) / 1500 if i < 1600 else 0.0) for i in range(n)}
-    jb = JitterBuffer(L16Decoder())
+    config = JitterConfig(far_too_late_ms=100)  # (the default waits for 300: the 150 ms drop would stay)
+    jb = JitterBuffer(L16Decoder(), config)
     out = drive(jb, arrivals, sine_payloads(n), n + 30)
     start = np.argmax(np.abs(out) > 0)
     end = len(out) - np.argmax(np.abs(out[::-1]) > 0)
@@ -379,7 +380,7 @@ def test_stretching_a_sine_never_jumps():
     # last packet's playout delay also counts what was queued before it: up to a packet more.
     excess = jb.playout_delay - jb.target_playout_delay(n * STEP)
     assert stats.expanded_ms >= 100 and stats.accelerated_ms >= 40
-    assert excess <= JitterConfig().far_too_late_ms / 1000 + FRAME / 48000
+    assert excess <= config.far_too_late_ms / 1000 + FRAME / 48000
     assert stats.concealed_ms == 0
     assert steps.max() <= 1.02 * 2 * np.pi * 220 * 0.5 / 48000 + 1 / 32768  # L16 rounding
 

@@ -27,7 +27,7 @@ class JitterConfig:
     max_stretch_rate: float = 0.15  # time-stretching of speech, as a fraction of the audio played
     shorten_min_ms: float = 20.0  # shorten only when this much can go
     speech_deficit_ms: float = 2.5  # lengthen speech only when this far short of target (as the margin)
-    far_too_late_ms: float = 100.0  # shorten speech only when this far above target
+    far_too_late_ms: float = 300.0  # shorten speech only when this far above target
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_delay_ms <= self.max_delay_ms:
