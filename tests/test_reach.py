@@ -102,7 +102,7 @@ def test_stun_shows_a_listener_its_public_address_and_the_nats_kind(network: Net
     forwarding = _wait_for_line(listener, "reachable", stream="stdout")
     assert forwarding.strip() == (
         "not reachable from outside this network unless the router forwards this port: "
-        "no NAT-PMP router answered (docs/reach.md)"
+        "no NAT-PMP or UPnP router answered (docs/reach.md)"
     )
     line = _wait_for_line(listener, "public address", stream="stdout")
     if not network.symmetric:  # ...and a call from outside to its public address gets no answer
@@ -141,13 +141,7 @@ def test_a_stun_server_that_is_not_there_is_one_clear_line():
 @pytest.mark.skipif(shutil.which("miniupnpd") is None, reason="needs miniupnpd (scripts/setup --test)")
 @pytest.mark.parametrize("network", [False], ids=["endpoint-independent NAT"], indirect=True)
 def test_doctor_checks_the_router_the_nat_and_the_peer(network: Network, processes: Processes, tmp_path):
-    config = tmp_path / "miniupnpd.conf"
-    config.write_text(
-        f"ext_ifname={network.outside}\nlistening_ip={network.inside}\nport=0\nenable_natpmp=yes\n"
-        "enable_upnp=no\nsecure_mode=yes\nallow 1024-65535 10.201.1.0/24 1024-65535\n"
-    )
-    router = processes.start([*NetLab.run_in(network.router), "miniupnpd", "-d", "-f", str(config)])
-    _wait_for_line(router, "Listening for NAT-PMP")
+    _start_router_daemon(processes, network, tmp_path, natpmp=True)
     listener = processes.start(
         [
             *NetLab.run_in(network.wan),
@@ -173,6 +167,36 @@ def test_doctor_checks_the_router_the_nat_and_the_peer(network: Network, process
     assert found["peer"].startswith(f"ok a voip answers at {WAN}, round trip")
     # nothing listens at the other address: the ICMP answer comes back through the NAT
     assert _doctor(network, f"{WAN_OTHER}:6000")["peer"] == f"FAIL nothing listens at {WAN_OTHER}:6000"
+
+
+def _start_router_daemon(processes: Processes, network: Network, tmp_path, natpmp: bool) -> None:
+    """miniupnpd on the router, answering NAT-PMP or UPnP IGD (its outside address is private,
+    as a router behind another NAT has: it refuses every mapping, which is what can be tested)."""
+    config = tmp_path / "miniupnpd.conf"
+    config.write_text(
+        f"ext_ifname={network.outside}\nlistening_ip={network.inside}\nport=0\n"
+        f"enable_natpmp={'yes' if natpmp else 'no'}\nenable_upnp={'no' if natpmp else 'yes'}\n"
+        "secure_mode=yes\nuuid=fc4ec57e-b051-11db-88f8-0060085db3f6\nallow 1024-65535 10.201.1.0/24 1024-65535\n"
+    )
+    router = processes.start([*NetLab.run_in(network.router), "miniupnpd", "-d", "-f", str(config)])
+    _wait_for_line(router, "Listening for NAT-PMP" if natpmp else "HTTP listening on port")
+
+
+@needs_lab
+@pytest.mark.skipif(shutil.which("miniupnpd") is None, reason="needs miniupnpd (scripts/setup --test)")
+@pytest.mark.parametrize("network", [False], ids=["endpoint-independent NAT"], indirect=True)
+def test_a_listener_asks_an_upnp_router_and_says_why_it_is_not_reachable(
+    network: Network, processes: Processes, tmp_path
+):
+    _start_router_daemon(processes, network, tmp_path, natpmp=False)
+    listener = processes.start(
+        [*NetLab.run_in(network.lan), *voip_command("listen", "--auto-answer", "--in", "silence", "--out", "null")]
+    )
+    # discovery found the router, and AddPortMapping got its answer (501, Action Failed)
+    assert _wait_for_line(listener, "reachable", stream="stdout").strip() == (
+        "not reachable from outside this network: the UPnP router refused to forward the port (Action Failed): "
+        "it has no public address, it is behind another NAT; use --relay (docs/reach.md)"
+    )
 
 
 def _doctor(network: Network, *args: str) -> dict[str, str]:

@@ -54,7 +54,7 @@ from voip.errors import VoipError
 from voip.io.files import SilenceSource
 from voip.io.loop import MediaLoop
 from voip.io.media import AudioIO, open_audio
-from voip.io.portmap import RouterMapping, default_gateway
+from voip.io.portmap import Forwarding, default_gateway, forward_port
 from voip.io.relay import allocate, relay_client, release
 from voip.io.stun import probe_nat, stun_server
 from voip.io.udp import open_listening_socket, open_socket, parse_host_port, resolve
@@ -157,8 +157,8 @@ def run_listen(args: argparse.Namespace) -> int:
         sock.close()
 
 
-def _forward_port(args: argparse.Namespace, sock: socket.socket) -> RouterMapping | None:
-    """Unless --no-map: ask the router to forward our port, where there is a router with a NAT
+def _forward_port(args: argparse.Namespace, sock: socket.socket) -> Forwarding | None:
+    """Unless --no-map: ask the router to forward our port (NAT-PMP, then UPnP), where there is a router with a NAT
     (no default route, a loopback or public address: nothing to ask)."""
     gateway = default_gateway()
     if args.no_map or args.relay or gateway is None or ipaddress.ip_address(gateway).is_global:
@@ -166,7 +166,7 @@ def _forward_port(args: argparse.Namespace, sock: socket.socket) -> RouterMappin
     bound = ipaddress.ip_address(str(sock.getsockname()[0]).removeprefix("::ffff:"))
     if bound.is_loopback:
         return None
-    return RouterMapping(gateway, sock.getsockname()[1])
+    return forward_port(gateway, sock.getsockname()[1])
 
 
 def _relay(args: argparse.Namespace, sock: socket.socket) -> TurnClient | None:
