@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import Processes, assert_speech_carried, free_udp_port, run_voip, voip_command
+from tests.netlab import cannot_make_namespaces
 from voip.io.files import read_48k
 from voip.rtcp import Bye, serialize_compound
 
@@ -121,15 +121,9 @@ class Namespaces:
         return ("ip", "netns", "exec", self.names[index])
 
 
-def _can_make_namespaces() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    if shutil.which("ip") is None:
-        return "needs the ip command (iproute2)"
-    return None
-
-
-@pytest.mark.skipif(_can_make_namespaces() is not None and not os.environ.get("CI"), reason=str(_can_make_namespaces()))
+@pytest.mark.skipif(
+    cannot_make_namespaces() is not None and not os.environ.get("CI"), reason=str(cannot_make_namespaces())
+)
 def test_a_call_between_two_network_namespaces(tmp_path, speech, speech_b, processes: Processes):
     with Namespaces() as net:
         # the listener runs in namespace b, the caller in a; each sees only the other's address

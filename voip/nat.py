@@ -33,6 +33,7 @@ from voip.stun import (
     Method,
     StunMessage,
     change_request,
+    show_address,
 )
 
 RETRY_S = (0.0, 0.25, 0.5, 1.0)  # when each query is sent, from its first send
@@ -69,7 +70,7 @@ class NatReport:
 
     def describe(self) -> str:
         """One line for the user: the address to give callers, and what it means for reaching us."""
-        public = _show(self.public)
+        public = show_address(self.public)
         if self.mapping is Mapping.NO_NAT:
             return f"public address {public} (no NAT: callers reach this directly)"
         kind = f"NAT mapping {self.mapping.value}"
@@ -176,7 +177,7 @@ class NatProbe:
                     code, reason = message.error or (0, "no reason given")
                 except ParseError:
                     code, reason = 0, "a malformed error"
-                self.error = StunError(f"STUN server {_show(self._server)} refused: {code} {reason}")
+                self.error = StunError(f"STUN server {show_address(self._server)} refused: {code} {reason}")
                 return True
             query.done = True
         elif message.message_class is MessageClass.SUCCESS:
@@ -202,7 +203,7 @@ class NatProbe:
         if not first.done:
             return
         if first.answer is None:
-            self.error = StunError(f"no answer from STUN server {_show(self._server)} in {QUERY_TIMEOUT_S:g} s")
+            self.error = StunError(f"no answer from STUN server {show_address(self._server)} in {QUERY_TIMEOUT_S:g} s")
             return
         public = first.answer
         no_nat = self._local is not None and _plain(self._local) == public
@@ -255,8 +256,3 @@ def _plain(address: Address | tuple[str, int, int, int]) -> Address:
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return host, address[1]
-
-
-def _show(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -78,6 +78,12 @@ CHANGE_PORT = 0x02
 _XOR_ADDRESSES = {Attr.XOR_MAPPED_ADDRESS, Attr.XOR_PEER_ADDRESS, Attr.XOR_RELAYED_ADDRESS}
 
 
+def show_address(address: Address) -> str:
+    """host:port, with an IPv6 host in brackets."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def is_stun(data: bytes) -> bool:
     """The first byte and the magic cookie say STUN (RFC 7983, RFC 8489 section 5)."""
     return len(data) >= HEADER.size and data[0] < 4 and data[4:8] == MAGIC_COOKIE.to_bytes(4, "big")

@@ -38,6 +38,7 @@ from voip.stun import (
     integrity_matches,
     is_stun,
     long_term_key,
+    show_address,
 )
 
 UDP_TRANSPORT = bytes((17, 0, 0, 0))  # REQUESTED-TRANSPORT: UDP
@@ -137,7 +138,7 @@ class TurnClient:
             if now - request.first_sent >= REQUEST_TIMEOUT_S:
                 del self._requests[request.transaction_id]
                 if request.purpose[0] in ("allocate", "refresh"):
-                    self._fail(f"no answer from TURN server {_show(self.server)} in {REQUEST_TIMEOUT_S:g} s")
+                    self._fail(f"no answer from TURN server {show_address(self.server)} in {REQUEST_TIMEOUT_S:g} s")
                     return []
                 continue  # a permission or channel is asked again when next due
             if request.sends < len(RETRY_S) and now - request.first_sent >= RETRY_S[request.sends]:
@@ -221,7 +222,7 @@ class TurnClient:
             # The server's realm and nonce: the request goes again with credentials. A 401 after
             # we sent credentials means they are wrong.
             if error[0] == 401 and self._key is not None:
-                self._fail(f"TURN server {_show(self.server)} refused the user name or password")
+                self._fail(f"TURN server {show_address(self.server)} refused the user name or password")
                 return
             self._realm = (message.get(Attr.REALM) or b"").decode("utf-8", "replace")
             self._nonce = message.get(Attr.NONCE) or b""
@@ -236,7 +237,7 @@ class TurnClient:
         kind, what = request.purpose
         if error is not None:
             if kind in ("allocate", "refresh"):
-                self._fail(f"TURN server {_show(self.server)} refused: {error[0]} {error[1]}")
+                self._fail(f"TURN server {show_address(self.server)} refused: {error[0]} {error[1]}")
             return
         if kind in ("allocate", "refresh"):
             lifetime = message.get(Attr.LIFETIME)
@@ -246,7 +247,7 @@ class TurnClient:
             self.relayed = message.address(Attr.XOR_RELAYED_ADDRESS)
             self.mapped = message.address(Attr.XOR_MAPPED_ADDRESS)
             if self.relayed is None:
-                self._fail(f"TURN server {_show(self.server)} gave no relayed address")
+                self._fail(f"TURN server {show_address(self.server)} gave no relayed address")
                 return
             self.state = TurnState.ALLOCATED
         elif kind == "bind" and isinstance(what, tuple):
@@ -282,8 +283,3 @@ def _data_indication(message: StunMessage) -> tuple[bytes, Address] | None:
         return None
     data = message.get(Attr.DATA)
     return (data, peer) if peer is not None and data is not None else None
-
-
-def _show(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -11,7 +11,7 @@ import time
 from voip.errors import VoipError
 from voip.io.udp import parse_host_port, resolve, unreachable_destinations
 from voip.nat import NatProbe, NatReport
-from voip.stun import Address, is_stun
+from voip.stun import Address, is_stun, show_address
 
 STUN_PORT = 3478
 MAX_DATAGRAM = 2048
@@ -46,7 +46,7 @@ def probe_nat(sock: socket.socket, server: Address, discover: bool = True) -> Na
             continue
         except ConnectionRefusedError:
             if any(_same(server, where) for where in unreachable_destinations(sock)):
-                raise VoipError(f"no STUN server at {_show(server)}: its port is closed") from None
+                raise VoipError(f"no STUN server at {show_address(server)}: its port is closed") from None
             continue
         if is_stun(data):
             probe.receive(data, time.monotonic())
@@ -78,8 +78,3 @@ def _as_socket_address(sock: socket.socket, address: Address) -> Address:
 
 def _same(a: Address, b: tuple[str, int] | tuple[str, int, int, int]) -> bool:
     return a[1] == b[1] and a[0].removeprefix("::ffff:") == b[0].removeprefix("::ffff:")
-
-
-def _show(address: Address) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
