@@ -161,6 +161,7 @@ def test_doctor_checks_the_router_the_nat_and_the_peer(network: Network, process
     assert found["addresses"].startswith("warn") and LAN in found["addresses"]
     # miniupnpd answers, but its own outside address is private: what a router behind another NAT sees
     assert found["NAT-PMP"].startswith(f"warn router {ROUTER_IN} has no public address")
+    assert found["UPnP"] == "warn no UPnP router answered"  # this miniupnpd answers NAT-PMP only
     assert (
         found["STUN"].startswith(f"ok public address {ROUTER_OUT}:") and "mapping endpoint-independent" in found["STUN"]
     )
@@ -197,6 +198,9 @@ def test_a_listener_asks_an_upnp_router_and_says_why_it_is_not_reachable(
         "not reachable from outside this network: the UPnP router refused to forward the port (Action Failed): "
         "it has no public address, it is behind another NAT; use --relay (docs/reach.md)"
     )
+    found = _doctor(network)
+    assert found["NAT-PMP"].startswith("warn no answer from router")
+    assert found["UPnP"] == "warn the router found has no public address"
 
 
 def _doctor(network: Network, *args: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """`voip doctor [HOST]`: what stands between this machine and a call, one verdict per line.
 
 The checks run in the order a call needs them: the codec and audio libraries, the devices,
-the local addresses, a NAT-PMP router, a STUN server (only with --stun), and whether a voip
+the local addresses, a NAT-PMP or UPnP router, a STUN server (only with --stun), and whether a voip
 answers at HOST. Each says what it found and, when something is wrong, what to do."""
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def _checks(args: argparse.Namespace) -> list[Callable[[], Finding]]:
         _devices,
         _addresses,
         _nat_pmp,
+        _upnp,
         lambda: _stun(args.stun),
         lambda: _peer(args.host),
     ]
@@ -145,6 +146,22 @@ def _nat_pmp() -> Finding:
             return Finding("NAT-PMP", Verdict.OK, f"router {gateway}, public address {public}")
     hint = "callers outside this network cannot reach you unasked; see docs/reach.md"
     return Finding("NAT-PMP", Verdict.WARN, f"no answer from router {gateway}", hint)
+
+
+def _upnp() -> Finding:
+    """UPnP IGD: SSDP discovery (a second), then the router's own outside address."""
+    from voip.io.portmap import discover_igd, is_public
+
+    upnp, why = discover_igd()
+    if upnp is None:
+        return Finding("UPnP", Verdict.WARN, why.replace("NAT-PMP or ", ""), "see docs/reach.md")
+    try:
+        public = upnp.externalipaddress() or ""
+    except Exception:  # the router's SOAP error, as miniupnpc words it
+        public = ""
+    if not is_public(public):
+        return Finding("UPnP", Verdict.WARN, "the router found has no public address", DOUBLE_NAT_HINT)
+    return Finding("UPnP", Verdict.OK, f"router found, public address {public}")
 
 
 def _stun(server: str | None) -> Finding:

@@ -110,6 +110,25 @@ UPNP_DISCOVER_MS = 1000  # SSDP: how long to wait for routers to answer
 UPNP_LEASE_S = 3600  # asked for, and renewed at half of it
 
 
+def discover_igd() -> tuple[Any, str]:
+    """An UPnP Internet Gateway Device found by SSDP (miniupnpc, selected), or None and why not."""
+    try:
+        import miniupnpc
+    except ImportError:
+        return None, "no NAT-PMP router answered, and UPnP needs the miniupnpc package"
+    upnp = miniupnpc.UPnP()
+    upnp.discoverdelay = UPNP_DISCOVER_MS
+    try:
+        found = upnp.discover()
+        if found:
+            upnp.selectigd()
+    except Exception:  # miniupnpc raises a bare Exception when nothing (usable) answers
+        found = 0
+    if not found:
+        return None, "no NAT-PMP or UPnP router answered"
+    return upnp, ""
+
+
 class UpnpMapping:
     """Asks an UPnP Internet Gateway Device for the port; renews it from a thread until `close`."""
 
@@ -120,29 +139,17 @@ class UpnpMapping:
         self._thread: threading.Thread | None = None
         self.external_ip = ""
         self.reason = ""
-        try:
-            import miniupnpc
-        except ImportError:
-            self.reason = "no NAT-PMP router answered, and UPnP needs the miniupnpc package"
-            return
-        upnp = miniupnpc.UPnP()
-        upnp.discoverdelay = UPNP_DISCOVER_MS
-        try:
-            found = upnp.discover()
-        except Exception:  # miniupnpc raises a bare Exception when nothing answers
-            found = 0
-        if not found:
-            self.reason = "no NAT-PMP or UPnP router answered"
+        upnp, self.reason = discover_igd()
+        if upnp is None:
             return
         try:
-            upnp.selectigd()
             self.external_ip = upnp.externalipaddress() or ""
             upnp.addportmapping(port, "UDP", upnp.lanaddr, port, "voip", "", UPNP_LEASE_S)
         except Exception as exc:  # the router's UPnP error, as miniupnpc words it
             self.reason = f"the UPnP router refused to forward the port ({exc})"
             if not self.external_ip:
                 self.reason += ": it has no public address, it is behind another NAT"
-            elif not _is_public(self.external_ip):
+            elif not is_public(self.external_ip):
                 self.reason += f": its own address {self.external_ip} is not public, it is behind another NAT"
             return
         self._upnp = upnp
@@ -166,7 +173,7 @@ class UpnpMapping:
                 self._upnp.deleteportmapping(self._port, "UDP")
 
 
-def _is_public(ip: str) -> bool:
+def is_public(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_global
     except ValueError:
