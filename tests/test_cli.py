@@ -8,6 +8,8 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -459,3 +461,18 @@ def test_bad_arguments_are_one_line_and_exit_2_before_anything_opens(args):
     last = result.stderr.strip().splitlines()[-1]
     # argparse: usage, then the one line (an unknown option is the top parser's to report)
     assert last.startswith((f"voip {args[0]}: error: ", "voip: error: unrecognized")), result.stderr
+
+
+def test_the_program_loads_only_what_the_command_uses():
+    """`voip --help` and parsing load no command, no numpy and no libopus; `voip devices` loads
+    PortAudio's binding but not the codec or the network core (issue 13: start-up)."""
+    probe = (
+        "import sys, voip.cli\n"
+        "voip.cli.build_parser().parse_args(['call', 'host'])\n"
+        "heavy = ['numpy', 'voip.codec', 'voip.session', 'voip.cli.call', 'voip.cli.streams', 'cryptography']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "import voip.cli.devices\n"
+        "print(sorted(m for m in ['voip.codec', 'voip.session', 'voip.crypto'] if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split("\n")[:2] == ["[]", "[]"], result.stdout + result.stderr

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from voip.codec import CodecError, L16Decoder, L16Encoder, OpusDecoder, OpusEncoder, OpusSettings
+from voip.codec import L16Decoder, L16Encoder, OpusDecoder, OpusEncoder, OpusSettings
+from voip.errors import CodecError
 
 
 def sine(samples: int, hz: float = 440.0, start: int = 0) -> np.ndarray:

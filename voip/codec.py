@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voip import SAMPLE_RATE
+from voip.errors import CodecError
 
 Pcm = npt.NDArray[np.float32]
 
@@ -27,10 +28,6 @@ MAX_FRAME_SAMPLES = SAMPLE_RATE * 120 // 1000  # longest Opus packet: 120 ms
 FEC_SUPERWIDEBAND_BITRATE = 32000
 OPUS_BANDWIDTH_WIDEBAND = 1103  # opus_defines.h
 OPUS_BANDWIDTH_FULLBAND = 1105
-
-
-class CodecError(ValueError):
-    """libopus rejected a packet or a setting."""
 
 
 @dataclass(frozen=True)

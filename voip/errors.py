@@ -5,6 +5,11 @@ class ParseError(ValueError):
     """Bytes from the network that do not form a valid packet; never fatal to a session."""
 
 
+class CodecError(ValueError):
+    """libopus rejected a packet or a setting (here, not in voip.codec, so that the program can
+    catch it without loading numpy and libopus first)."""
+
+
 class VoipError(Exception):
     """A user-facing failure (bad file, bad address, port in use): printed as one line, exit 1."""
 

@@ -17,7 +17,6 @@ import numpy as np
 
 from voip import SAMPLE_RATE
 from voip.codec import (
-    CodecError,
     Decoder,
     Encoder,
     L16Decoder,
@@ -28,7 +27,7 @@ from voip.codec import (
     Pcm,
 )
 from voip.control import CallControl, CallSettings, ControlEvent, Offer, State, is_control
-from voip.errors import ParseError
+from voip.errors import CodecError, ParseError
 from voip.playout import JitterBuffer, JitterConfig
 from voip.rtcp import (
     SDES_CNAME,

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from voip import __version__
-from voip.cli.call import run_call, run_listen
-from voip.cli.doctor import run_doctor
 from voip.cli.options import (
     DEFAULT_PORT,
     MAX_WRONG_CODES,
@@ -25,10 +24,7 @@ from voip.cli.options import (
     port_number,
     positive_seconds,
 )
-from voip.cli.streams import run_devices, run_loopback, run_receive, run_send
-from voip.codec import CodecError
-from voip.errors import DeviceGone, VoipError
-from voip.io.plot import check_plot_path
+from voip.errors import CodecError, DeviceGone, VoipError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,8 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if getattr(args, "plot", None):
+            from voip.io.plot import check_plot_path
+
             check_plot_path(args.plot)  # before the call, not after it
-        return int(args.handler(args))
+        return int(_handler(args.handler)(args))
     except DeviceGone as exc:
         print(f"voip: {exc}", file=sys.stderr)
         sys.stdout.flush()
@@ -53,6 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the media loop took over
         return 130
+
+
+def _handler(name: str) -> Callable[[argparse.Namespace], int]:
+    """A command's function, imported only when it runs: `voip --help` loads none of them."""
+    module, function = name.split(":")
+    handler: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(f"voip.cli.{module}"), function)
+    return handler
 
 
 # ---- arguments ---------------------------------------------------------------------------
@@ -104,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_codec_options(send)
     add_network_options(send)
     add_run_options(send, plot=False)
-    send.set_defaults(handler=run_send)
+    send.set_defaults(handler="streams:run_send")
 
     receive = commands.add_parser(
         "receive",
@@ -135,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_out_option(receive, default="speaker")
     add_codec_options(receive, sending=False)
     add_run_options(receive)
-    receive.set_defaults(handler=run_receive)
+    receive.set_defaults(handler="streams:run_receive")
 
     loopback = commands.add_parser(
         "loopback",
@@ -158,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_processing_options(loopback)
     add_network_options(loopback)
     add_run_options(loopback)
-    loopback.set_defaults(handler=run_loopback)
+    loopback.set_defaults(handler="streams:run_loopback")
 
     call = commands.add_parser(
         "call",
@@ -183,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "its own NAT for the other's, and one call goes on. Works unless a NAT is symmetric (docs/reach.md)",
     )
     _add_call_options(call)
-    call.set_defaults(handler=run_call)
+    call.set_defaults(handler="call:run_call")
 
     listen = commands.add_parser(
         "listen",
@@ -210,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"after {MAX_WRONG_CODES} wrong codes the listener stops, and a new code is needed",
     )
     _add_call_options(listen)
-    listen.set_defaults(handler=run_listen)
+    listen.set_defaults(handler="call:run_listen")
 
     devices = commands.add_parser(
         "devices",
@@ -218,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the audio devices PortAudio sees, with the index and name that "
         "mic:NAME_OR_INDEX and speaker:NAME_OR_INDEX accept; * marks the defaults.",
     )
-    devices.set_defaults(handler=run_devices)
+    devices.set_defaults(handler="devices:run_devices")
 
     doctor = commands.add_parser(
         "doctor",
@@ -231,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         "host", nargs="?", metavar="HOST[:PORT]", help=f"where `voip listen` runs (port {DEFAULT_PORT})"
     )
     doctor.add_argument("--stun", metavar="SERVER[:PORT]", help="also ask this STUN server about our NAT (port 3478)")
-    doctor.set_defaults(handler=run_doctor)
+    doctor.set_defaults(handler="doctor:run_doctor")
     for command in commands.choices.values():  # so that a check after parsing speaks as the command's own
         command.set_defaults(command_parser=command)
     return parser

@@ -67,7 +67,8 @@ def _checks(args: argparse.Namespace) -> list[Callable[[], Finding]]:
 
 
 def _codec() -> Finding:
-    from voip.codec import CodecError, opus_version
+    from voip.codec import opus_version
+    from voip.errors import CodecError
 
     try:
         return Finding("libopus", Verdict.OK, opus_version())

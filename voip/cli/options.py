@@ -7,17 +7,16 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from voip import SAMPLE_RATE
-from voip.codec import OpusSettings
 from voip.errors import VoipError
 from voip.netsim import NetworkSimulator, NetworkSpec
-from voip.playout import JitterConfig
-from voip.processing import ProcessingSettings
-from voip.room import RoomSpec
-from voip.rtcp import NTP_EPOCH_OFFSET
-from voip.session import Address, SessionConfig
+
+if TYPE_CHECKING:  # the settings' modules load numpy and libopus: only a command that runs needs them
+    from voip.processing import ProcessingSettings
+    from voip.room import RoomSpec
+    from voip.session import Address, SessionConfig
 
 Number = TypeVar("Number", int, float)
 
@@ -117,6 +116,8 @@ def add_processing_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _room(text: str) -> RoomSpec:
+    from voip.room import RoomSpec
+
     try:
         return RoomSpec.parse(text)
     except VoipError as exc:
@@ -124,6 +125,8 @@ def _room(text: str) -> RoomSpec:
 
 
 def processing_settings(args: argparse.Namespace) -> ProcessingSettings:
+    from voip.processing import ProcessingSettings
+
     return ProcessingSettings(
         echo_cancellation=not args.no_aec, noise_suppression=not args.no_ns, gain_control=not args.no_agc
     )
@@ -181,6 +184,11 @@ def positive_seconds(text: str) -> float:
 
 
 def session_config(args: argparse.Namespace, remote: Address | None = None) -> SessionConfig:
+    from voip.codec import OpusSettings
+    from voip.playout import JitterConfig
+    from voip.rtcp import NTP_EPOCH_OFFSET
+    from voip.session import SessionConfig
+
     try:
         opus = OpusSettings(
             bitrate=args.bitrate,

@@ -35,7 +35,7 @@ from voip.cli.options import (
 from voip.control import CallEnded, CallSettings, Connected, IncomingCall
 from voip.crypto import new_code
 from voip.errors import VoipError
-from voip.io.audio import Microphone, Speaker, list_devices
+from voip.io.audio import Microphone, Speaker
 from voip.io.files import SilenceSource
 from voip.io.loop import Endpoint, MediaLoop
 from voip.io.media import AudioIO, open_audio
@@ -46,22 +46,6 @@ from voip.sdp import opus_sdp, parse_opus_sdp
 from voip.session import Address, ByeReceived, Session, SessionConfig, StreamStarted
 from voip.srtp import SrtpContext, sdes_keys
 from voip.stats import StreamStats
-
-
-def run_devices(args: argparse.Namespace) -> int:
-    devices = list_devices()
-    if not devices:
-        raise VoipError("no audio devices found: is a sound server running? (scripts/virtual-audio provides one)")
-    print(f"{'':2}{'index':>5}  {'name':32} {'host API':10} {'in':>3} {'out':>3} {'rate':>7}")
-    for d in devices:
-        mark = "*" if d.default_input or d.default_output else " "
-        defaults = [w for w, yes in (("default input", d.default_input), ("default output", d.default_output)) if yes]
-        note = f"  ({', '.join(defaults)})" if defaults else ""
-        print(
-            f"{mark:2}{d.index:>5}  {d.name[:32]:32} {d.host_api[:10]:10} {d.input_channels:>3} "
-            f"{d.output_channels:>3} {d.default_rate:>7.0f}{note}"
-        )
-    return 0
 
 
 def run_send(args: argparse.Namespace) -> int:

@@ -24,14 +24,16 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import soxr
 
 from voip import SAMPLE_RATE
-from voip.codec import Pcm
 from voip.errors import DeviceGone, VoipError
+
+if TYPE_CHECKING:
+    from voip.codec import Pcm
 
 Kind = Literal["input", "output"]
 PORTAUDIO_HINT = "audio devices need the PortAudio library: install it with `apt-get install libportaudio2`"
