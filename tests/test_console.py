@@ -100,3 +100,13 @@ def test_the_summary_table_shows_every_statistic_once_with_its_unit():
     assert "received 50, lost 2" in table and "jitter 4.2 ms" in table and "call set-up 31 ms" in table
     assert "round trip" not in table and "echo" not in table  # unknown: no RTCP yet, no processing
     assert not any(line.rstrip().endswith((",", ";", ":")) for line in table.splitlines())
+
+
+def test_the_summary_table_fits_a_narrow_terminal_breaking_between_statistics():
+    wide = summary_table(BUSY)
+    narrow = summary_table(BUSY, width=60)
+    assert max(len(line) for line in narrow.splitlines()) <= 60 < max(len(line) for line in wide.splitlines())
+    # the same statistics, each whole: only the breaks differ
+    assert " ".join(narrow.split()) == " ".join(wide.split())
+    continued = [line for line in narrow.splitlines() if line.startswith(" " * 14)]
+    assert continued and all(not line.startswith(" " * 15) for line in continued)

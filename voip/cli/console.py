@@ -111,14 +111,22 @@ def _values(stats: StreamStats, extra: dict[str, object] | None = None) -> dict[
 
 
 def fit(fields: list[Field], width: int) -> str:
-    """The fields in their order, two spaces apart, leaving out the least important ones
-    (the later of equals first) until the line fits; one field alone is cut to fit."""
-    kept = [(importance, text) for importance, text in fields if text]
-    while len(kept) > 1 and len("  ".join(text for _, text in kept)) > width:
-        least = max(range(len(kept)), key=lambda i: (kept[i][0], i))
-        del kept[least]
-    line = "  ".join(text for _, text in kept)
-    return line if len(line) <= width else line[: max(0, width - 1)] + "~"
+    """The fields in their order, two spaces apart: the most important first, then each less
+    important one that still fits (a long field left out leaves room for shorter ones); one
+    field that cannot fit alone is cut."""
+    kept = [(importance, index, text) for index, (importance, text) in enumerate(fields) if text]
+    if not kept:
+        return ""
+    chosen: set[int] = set()
+    length = -2  # no separator before the first field
+    for _, index, text in sorted(kept):
+        if length + 2 + len(text) <= width:
+            chosen.add(index)
+            length += 2 + len(text)
+    if not chosen:
+        text = min(kept)[2]
+        return text if len(text) <= width else text[: max(0, width - 1)] + "~"
+    return "  ".join(text for _, index, text in kept if index in chosen)
 
 
 def level_meter(mic: Microphone | None) -> str:
@@ -158,8 +166,10 @@ def summary(title: str, stats: StreamStats, args: argparse.Namespace, extra: dic
         write_text(args.stats_json, json.dumps(_values(stats, extra), indent=2) + "\n")
     if not args.quiet:
         print(f"{title}:")
-        print(summary_table(stats, extra))
+        print(summary_table(stats, extra, shutil.get_terminal_size().columns if sys.stdout.isatty() else None))
 
+
+SUMMARY_INDENT = 14  # where a row's statistics start, after its subject
 
 # The end-of-run table: a row per subject, each statistic with its name and unit (and its
 # punctuation: a statistic that is unknown, None, is left out with it). Every key of
@@ -189,13 +199,24 @@ SUMMARY_ROWS: list[tuple[str, list[tuple[str, str]]]] = [
 ]  # fmt: skip
 
 
-def summary_table(stats: StreamStats, extra: dict[str, object] | None = None) -> str:
+def summary_table(stats: StreamStats, extra: dict[str, object] | None = None, width: int | None = None) -> str:
+    """A row per subject; within `width` columns, a row goes on under itself between statistics."""
     values = _values(stats, extra)
     lines = []
+    indent = " " * SUMMARY_INDENT
     for subject, entries in SUMMARY_ROWS:
-        shown = " ".join(form.format(values[key]) for key, form in entries if values.get(key) is not None)
-        if shown:
-            lines.append(f"  {subject:11} {shown.rstrip(',;:')}")
+        shown = [form.format(values[key]) for key, form in entries if values.get(key) is not None]
+        if not shown:
+            continue
+        shown[-1] = shown[-1].rstrip(",;:")
+        line = f"  {subject:11} {shown[0]}"
+        for entry in shown[1:]:
+            if width is not None and len(line) + 1 + len(entry) > width:
+                lines.append(line)
+                line = indent + entry
+            else:
+                line += " " + entry
+        lines.append(line)
     return "\n".join(lines)
 
 
