@@ -22,6 +22,22 @@ from voip.quality import utterance_pesq, utterances
 
 CLI_TIMEOUT_S = 60
 
+# Modules whose tests drive the core directly on a simulated clock: no processes, sockets,
+# servers or devices on the wall clock. Every test elsewhere is marked `realtime` (a module
+# not listed here is left out of `scripts/test --quick`, the safe way to forget one).
+SIMULATED_MODULES = {
+    "test_codec", "test_control", "test_crypto", "test_emodel", "test_faults", "test_jitter",
+    "test_layout", "test_natpmp", "test_netsim", "test_policy", "test_quality", "test_rtcp",
+    "test_rtp", "test_sdp", "test_seqnum", "test_session", "test_stats", "test_stretch",
+    "test_stun", "test_turn",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] not in SIMULATED_MODULES:
+            item.add_marker(pytest.mark.realtime)
+
 
 SENTENCE_B = "Please call me back when you have a moment. Bring a warm coat, it is cold and windy."
 

@@ -1,7 +1,8 @@
 """The fault catalogue where the core decides (issue 12): a receiving Session fed crafted
 RTP on a simulated clock. Each packet carries its own index in its samples (L16), so what
 was played, in what order, is read back exactly. The cases with real processes (a peer
-killed, SIGTERM, a full disk, a cut recording) are in test_call.py and test_files.py.
+killed, SIGTERM, a full disk, a cut recording, a link down) are in test_call.py,
+test_files.py and test_reach.py.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ namespaces the tests make, and coturn as the STUN server on the outside.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from tests.conftest import Processes, assert_speech_carried, free_udp_port, run_voip, voip_command
@@ -355,3 +357,47 @@ def test_a_wrong_relay_password_is_one_clear_line(network: Network):
     )
     assert result.returncode == 1
     assert result.stderr.strip() == f"voip: TURN server {WAN}:3478 refused the user name or password"
+
+
+# ---- a link that goes down mid-call (issue 12's fault catalogue) ----------------------------
+
+
+@needs_lab
+@pytest.mark.slow
+def test_a_call_survives_its_link_going_down_for_three_seconds(processes: Processes, tmp_path):
+    """Two hosts on one link; 2 s into the call the caller's interface goes down for 3 s
+    (its sends fail: no route), then comes back. The call goes on to its duration, and the
+    caller's tone is heard again after the outage."""
+    recording, stats = tmp_path / "heard.wav", tmp_path / "caller.json"
+    with NetLab() as lab:
+        a, b = lab.host("a"), lab.host("b")
+        end_a, _ = lab.link(a, "10.203.0.1", b, "10.203.0.2")
+        listener = processes.start(
+            [
+                *NetLab.run_in(b),
+                *voip_command("listen", "--once", "--auto-answer", "--insecure", "--bind", "10.203.0.2"),
+                *("--in", "silence", "--out", str(recording)),
+            ]
+        )
+        _wait_for_line(listener, "listening on")
+        caller = processes.start(
+            [
+                *NetLab.run_in(a),
+                *voip_command("call", "10.203.0.2", "--insecure", "--in", "tone:440", "--out", "null"),
+                *("--duration", "10", "--stats-json", str(stats)),
+            ]
+        )
+        _wait_for_line(caller, "connected to")
+        time.sleep(2.0)  # the fault's own timing: 2 s of call, then 3 s without a link
+        subprocess.run(["ip", "-n", a, "link", "set", end_a, "down"], check=True, timeout=10)
+        time.sleep(3.0)
+        subprocess.run(["ip", "-n", a, "link", "set", end_a, "up"], check=True, timeout=10)
+        assert caller.wait(timeout=60) == 0, caller.stderr.read() if caller.stderr else ""
+        assert listener.wait(timeout=30) == 0
+        processes.cleanup()
+    heard = read_48k(str(recording))
+    after = heard[-3 * 48000 :]  # the last 3 s, well after the link came back
+    level = 10 * np.log10(float(np.mean(after.astype(np.float64) ** 2)) + 1e-15)
+    assert level > -30, f"the tone did not come back: {level:.1f} dBFS"
+    values = json.loads(stats.read_text())
+    assert values["packets_sent"] > 300  # it kept sending through the outage and after
