@@ -28,11 +28,11 @@ from voip.errors import CodecError, DeviceGone, VoipError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    started = time.monotonic()  # after interpreter start-up and imports: what `call_setup_ms` counts from
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(args.command_parser, args)
-    args.started = started
+    handler = _handler(args.handler)
+    args.started = time.monotonic()  # once the command's modules are loaded: what `call_setup_ms` counts from
     # SIGTERM (kill, a service manager) stops a run as Ctrl-C does: hung up, files closed, summary shown
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from voip.io.plot import check_plot_path
 
             check_plot_path(args.plot)  # before the call, not after it
-        return int(_handler(args.handler)(args))
+        return int(handler(args))
     except DeviceGone as exc:
         print(f"voip: {exc}", file=sys.stderr)
         sys.stdout.flush()
