@@ -20,6 +20,7 @@ MAX_ICMP_ERRORS = 64  # read per call, so an ICMP flood cannot hold the loop
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # the kernel stamps each datagram's arrival
 _TIMESPEC = struct.Struct("@qq")
 ARRIVAL_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+RECEIVE_BUFFER_BYTES = 4 << 20  # room for a flood's datagrams while the loop is not scheduled (docs/robustness.md)
 MAX_WAIT_S = 1.0  # a stamp further back than this is not believed (the wall clock was set meanwhile)
 
 
@@ -76,6 +77,8 @@ def open_socket(
     _report_icmp_errors(sock, family)
     with contextlib.suppress(OSError):  # without stamps, arrival is when the loop reads
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    with contextlib.suppress(OSError):  # the system's cap (net.core.rmem_max) may hold it lower
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
     return sock
 
 
