@@ -131,53 +131,37 @@ def test_the_canceller_follows_a_moved_echo_path(far):
     assert erle >= 25
 
 
+def _heard_back_by_caller(processes: Processes, tmp_path, listener_options: list[str]) -> np.ndarray:
+    """A listener on 127.0.0.1 with `listener_options`; a caller that talks for 8 s from the
+    bundled speech and records what comes back."""
+    port = free_udp_port()
+    recording = tmp_path / "caller.wav"
+    listener = processes.start(
+        voip_command(
+            "listen", "--once", "--auto-answer", "--insecure", "--bind", "127.0.0.1", "--port", str(port),
+            *listener_options,
+        )
+    )  # fmt: skip
+    _wait_for_line(listener, "listening on")
+    caller = processes.start(
+        voip_command(
+            "call", f"127.0.0.1:{port}", "--insecure", "--in", "speech", "--out", str(recording),
+            "--duration", "8", "--quiet",
+        )
+    )  # fmt: skip
+    assert caller.wait(timeout=60) == 0, caller.stderr.read() if caller.stderr else ""
+    assert listener.wait(timeout=30) == 0
+    return read_48k(str(recording))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("aec", [True, False])
 def test_a_call_through_a_room_does_not_hear_itself(processes: Processes, tmp_path, aec):
     """Two processes on 127.0.0.1: the caller talks, the listener is silent in a room that
     echoes what it plays. With the canceller the caller hears almost nothing of itself."""
-    port = free_udp_port()
     stats = tmp_path / "listener.json"
-    recording = tmp_path / "caller.wav"
-    listener = processes.start(
-        voip_command(
-            "listen",
-            "--once",
-            "--auto-answer",
-            "--insecure",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--in",
-            "silence",
-            "--out",
-            "null",
-            "--room",
-            ROOM,
-            "--stats-json",
-            str(stats),
-            *([] if aec else ["--no-aec"]),
-        )
-    )
-    _wait_for_line(listener, "listening on")
-    caller = processes.start(
-        voip_command(
-            "call",
-            f"127.0.0.1:{port}",
-            "--insecure",
-            "--in",
-            "speech",
-            "--out",
-            str(recording),
-            "--duration",
-            "8",
-            "--quiet",
-        )
-    )
-    assert caller.wait(timeout=60) == 0, caller.stderr.read() if caller.stderr else ""
-    assert listener.wait(timeout=30) == 0
-    heard_back = read_48k(str(recording))
+    listener_options = ["--in", "silence", "--out", "null", "--room", ROOM, "--stats-json", str(stats)]
+    heard_back = _heard_back_by_caller(processes, tmp_path, [*listener_options, *([] if aec else ["--no-aec"])])
     level = _db(heard_back[-4 * SAMPLE_RATE :])
     values = json.loads(stats.read_text())
     print(f"aec {aec}: the caller hears itself at {level:.1f} dBFS; listener's erle_db {values['erle_db']}")
@@ -212,39 +196,7 @@ def test_a_call_to_a_speakerphone_on_a_real_device_does_not_echo(
     laptop on speakers does; the caller talks from a file and records what comes back.
     With the canceller (the default for a microphone) its own voice comes back at least
     25 dB under what it sent; with --no-aec it comes back clearly."""
-    port = free_udp_port()
-    recording = tmp_path / "caller.wav"
-    listener = processes.start(
-        voip_command(
-            "listen",
-            "--once",
-            "--auto-answer",
-            "--insecure",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *([] if aec else ["--no-aec"]),
-        )
-    )
-    _wait_for_line(listener, "listening on")
-    caller = processes.start(
-        voip_command(
-            "call",
-            f"127.0.0.1:{port}",
-            "--insecure",
-            "--in",
-            "speech",
-            "--out",
-            str(recording),
-            "--duration",
-            "8",
-            "--quiet",
-        )
-    )
-    assert caller.wait(timeout=60) == 0, caller.stderr.read() if caller.stderr else ""
-    assert listener.wait(timeout=30) == 0
-    heard_back = read_48k(str(recording))
+    heard_back = _heard_back_by_caller(processes, tmp_path, [] if aec else ["--no-aec"])
     # after the canceller's first 2 s: what the caller sent then, against what came back
     sent = speech[2 * SAMPLE_RATE :]
     echo_db = _echo_gain_db(sent, heard_back[2 * SAMPLE_RATE :])

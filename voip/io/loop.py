@@ -24,7 +24,7 @@ from voip import SAMPLE_RATE
 from voip.codec import Pcm
 from voip.io.audio import Microphone, Speaker
 from voip.io.files import Sink, Source
-from voip.io.udp import receive, unreachable_destinations
+from voip.io.udp import receive, socket_address, unreachable_destinations
 from voip.netsim import NetworkSimulator
 from voip.processing import AudioProcessor
 from voip.room import Room
@@ -91,7 +91,7 @@ class Endpoint:
     def transmit(self, now: float) -> None:
         if self.relay is not None:
             for request in self.relay.datagrams(now):
-                self._send_raw(request, self.relay.server)
+                self._send_raw(request, socket_address(self.sock, self.relay.server))
         for data, addr in self.session.datagrams_to_send(now):
             if self.probe is not None:
                 self.probe.sent(data, now)
@@ -105,12 +105,10 @@ class Endpoint:
 
     def _sendto(self, data: bytes, addr: Address) -> None:
         if self.relay is not None:
-            data, addr = self.relay.wrap(data, (addr[0], addr[1])), self.relay.server
+            data, addr = self.relay.wrap(data, (addr[0], addr[1])), socket_address(self.sock, self.relay.server)
         self._send_raw(data, addr)
 
     def _send_raw(self, data: bytes, addr: Address) -> None:
-        if self.sock.family == socket.AF_INET6 and "." in addr[0] and not addr[0].startswith("::ffff:"):
-            addr = (f"::ffff:{addr[0]}", addr[1])  # an IPv4 peer of a dual-stack socket
         try:
             self.sock.sendto(data, addr)
         except OSError:

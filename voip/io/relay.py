@@ -9,7 +9,7 @@ import socket
 import time
 
 from voip.errors import VoipError
-from voip.io.udp import parse_host_port, resolve
+from voip.io.udp import parse_host_port, resolve, socket_address
 from voip.stun import Address
 from voip.turn import TurnClient, TurnState
 
@@ -34,7 +34,7 @@ def allocate(sock: socket.socket, client: TurnClient) -> Address:
     while client.state is TurnState.ALLOCATING:
         for request in client.datagrams(time.monotonic()):
             with contextlib.suppress(OSError):  # unanswered, it times out in the client
-                sock.sendto(request, _socket_address(sock, client.server))
+                sock.sendto(request, socket_address(sock, client.server))
         if client.state is not TurnState.ALLOCATING:
             break
         readable, _, _ = select.select([sock], [], [], 0.05)
@@ -56,10 +56,4 @@ def release(sock: socket.socket, client: TurnClient) -> None:
     request = client.close()
     if request is not None:
         with contextlib.suppress(OSError):
-            sock.sendto(request, _socket_address(sock, client.server))
-
-
-def _socket_address(sock: socket.socket, address: Address) -> Address:
-    if sock.family == socket.AF_INET6 and "." in address[0]:
-        return f"::ffff:{address[0]}", address[1]
-    return address
+            sock.sendto(request, socket_address(sock, client.server))

@@ -9,7 +9,7 @@ import socket
 import time
 
 from voip.errors import VoipError
-from voip.io.udp import parse_host_port, resolve, unreachable_destinations
+from voip.io.udp import parse_host_port, resolve, socket_address, unreachable_destinations
 from voip.nat import NatProbe, NatReport
 from voip.stun import Address, is_stun, show_address
 
@@ -33,7 +33,7 @@ def probe_nat(sock: socket.socket, server: Address, discover: bool = True) -> Na
         now = time.monotonic()
         for data, destination in probe.datagrams(now):
             with contextlib.suppress(OSError):  # a send that fails is a query that goes unanswered
-                sock.sendto(data, _as_socket_address(sock, destination))
+                sock.sendto(data, socket_address(sock, destination))
         deadline = probe.deadline()
         if probe.done or deadline is None:
             break
@@ -68,12 +68,6 @@ def _local_address(sock: socket.socket, server: Address) -> Address | None:
         except OSError:
             return None
         return route.getsockname()[0], port
-
-
-def _as_socket_address(sock: socket.socket, address: Address) -> Address:
-    if sock.family == socket.AF_INET6 and "." in address[0] and ":" not in address[0]:
-        return f"::ffff:{address[0]}", address[1]
-    return address
 
 
 def _same(a: Address, b: tuple[str, int] | tuple[str, int, int, int]) -> bool:

@@ -132,6 +132,13 @@ def unreachable_destinations(sock: socket.socket) -> list[Address]:
     return unreachable
 
 
+def socket_address(sock: socket.socket, address: Address) -> Address:
+    """`address` as `sock` takes it: an IPv4 address IPv4-mapped for a dual-stack IPv6 socket."""
+    if sock.family == socket.AF_INET6 and "." in address[0] and not address[0].startswith("::ffff:"):
+        return f"::ffff:{address[0]}", address[1]
+    return address
+
+
 def open_listening_socket(bind_host: str, port: int) -> socket.socket:
     """Like open_socket; "::" listens on IPv6 and IPv4 both (falls back to 0.0.0.0 without IPv6)."""
     if bind_host != "::":
