@@ -31,7 +31,10 @@ class Attacker(threading.Thread):
     """Relays caller <-> listener and attacks what it relays:
     * replays: every 10th datagram, an older one it saw going the same way;
     * forgeries: HANGUP (plain and with a made-up tag) with the call id it saw in INVITE, and
-      RTCP BYE for every SSRC it saw, to both sides, once a second;
+      RTCP BYE for every SSRC it saw, to both sides, once a second from the moment the keys are
+      agreed (the caller's REVEAL has passed). Before that, set-up messages cannot be
+      authenticated: an attacker on the path can stop a call from starting (as by dropping its
+      packets), which docs/security.md states; what must hold is that no forgery ends a call;
     * bit flips: one random bit in `flip_share` of the datagrams it relays."""
 
     def __init__(
@@ -54,6 +57,7 @@ class Attacker(threading.Thread):
         self.rng = random.Random(11)
         self.seen: dict[str, list[bytes]] = {"to listener": [], "to caller": []}
         self.call_id: bytes | None = None
+        self.keyed = False  # the caller's REVEAL went by: both sides have keys
         self.ssrcs: set[bytes] = set()
         self.forged = self.replayed = self.flipped = 0
         self.attack = attack
@@ -93,7 +97,7 @@ class Attacker(threading.Thread):
                     sent += self._relay(data, self.front, self.caller, "to caller")
             if not self.attack:
                 continue
-            if time.monotonic() >= next_forgery and self.call_id is not None and self.caller is not None:
+            if time.monotonic() >= next_forgery and self.keyed and self.call_id is not None and self.caller is not None:
                 next_forgery += 1.0
                 sent += self._forge()
 
@@ -119,8 +123,11 @@ class Attacker(threading.Thread):
         return 1
 
     def _learn(self, data: bytes) -> None:
-        if data[:2] == b"vC" and len(data) >= 12 and data[3] & 0x7F == MessageType.INVITE:
+        kind = data[3] & 0x7F if data[:2] == b"vC" and len(data) >= 12 else None
+        if kind == MessageType.INVITE:
             self.call_id = data[4:12]
+        elif kind == MessageType.REVEAL:
+            self.keyed = True
         elif is_rtp_or_rtcp(data) and not is_rtcp(data) and len(data) >= 12:
             self.ssrcs.add(data[8:12])
 

@@ -169,6 +169,7 @@ class StreamStats:
     bitrate_kbps: float = 0.0
     input_overflows: int = 0  # audio device counters (PortAudio status flags and our queues)
     output_underflows: int = 0
+    audio_scheduling: str | None = None  # "real-time": the threads feeding the devices got SCHED_FIFO
     erle_db: float | None = None  # speakerphone processing (voip.processing), None when off
     echo_delay_ms: float | None = None
     input_level_dbfs: float | None = None

@@ -193,7 +193,8 @@ SUMMARY_ROWS: list[tuple[str, list[tuple[str, str]]]] = [
     ("quality", [("mos", "MOS {:.2f} (estimated),"), ("bitrate_kbps", "{:.1f} kbit/s,"),
                  ("frame_ms", "frames {:.0f} ms,"), ("lookahead_ms", "codec lookahead {:.1f} ms,"),
                  ("call_setup_ms", "call set-up {:.0f} ms")]),
-    ("devices", [("input_overflows", "input overflows {},"), ("output_underflows", "output underflows {}")]),
+    ("devices", [("input_overflows", "input overflows {},"), ("output_underflows", "output underflows {},"),
+                 ("audio_scheduling", "scheduling {}")]),
     ("processing", [("erle_db", "echo cancelled {:.1f} dB,"), ("echo_delay_ms", "echo delay {:.0f} ms;"),
                     ("input_level_dbfs", "level in {:.1f} dBFS,"), ("output_level_dbfs", "out {:.1f} dBFS")]),
 ]  # fmt: skip

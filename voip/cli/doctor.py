@@ -58,6 +58,7 @@ def _checks(args: argparse.Namespace) -> list[Callable[[], Finding]]:
         _codec,
         _portaudio,
         _devices,
+        _realtime,
         _addresses,
         _nat_pmp,
         _upnp,
@@ -94,6 +95,19 @@ def _devices() -> Finding:
     except VoipError as exc:
         return Finding("audio devices", Verdict.FAIL, str(exc), "list them with: voip devices")
     return Finding("audio devices", Verdict.OK, f"microphone {microphone.name!r}, speaker {speaker.name!r}")
+
+
+def _realtime() -> Finding:
+    from voip.io.realtime import realtime_permitted
+
+    if realtime_permitted():
+        return Finding("real-time scheduling", Verdict.OK, "granted: audio keeps up on a busy machine")
+    return Finding(
+        "real-time scheduling",
+        Verdict.WARN,
+        "not permitted: on a busy machine the speaker may run dry",
+        "join the group your sound server's limits give rtprio (Debian: `adduser $USER pipewire`), then log in again",
+    )
 
 
 def _addresses() -> Finding:

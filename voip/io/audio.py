@@ -31,6 +31,7 @@ import soxr
 
 from voip import SAMPLE_RATE
 from voip.errors import DeviceGone, VoipError
+from voip.io.realtime import CALLBACK_PRIORITY, make_this_thread_realtime
 
 if TYPE_CHECKING:
     from voip.codec import Pcm
@@ -159,6 +160,9 @@ class _DeviceStream:
         self._last_activity: float | None = None
         self._running = False  # a first block came
         self.pa_offset = 0.0  # PortAudio's clock minus time.monotonic
+        # PortAudio's callback thread got SCHED_FIFO (None before it first ran). The loop that
+        # feeds the device asks too (voip.io.loop); one process, one permission: the same answer.
+        self.callback_realtime: bool | None = None
         stream_class = self._sd.InputStream if kind == "input" else self._sd.OutputStream
         try:
             self.stream = stream_class(
@@ -229,6 +233,8 @@ class Microphone(_DeviceStream):
         )
 
     def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        if self.callback_realtime is None:  # the first call, on PortAudio's thread
+            self.callback_realtime = make_this_thread_realtime(CALLBACK_PRIORITY)
         if status.input_overflow:
             self.input_overflows += 1
         self._stamp[0] = time_info.inputBufferAdcTime
@@ -284,6 +290,8 @@ class Speaker(_DeviceStream):
         )
 
     def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        if self.callback_realtime is None:  # the first call, on PortAudio's thread
+            self.callback_realtime = make_this_thread_realtime(CALLBACK_PRIORITY)
         if status.output_underflow:
             self.output_underflows += 1
         try:

@@ -11,6 +11,7 @@ RTCP, simulated network delivery).
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
@@ -24,6 +25,7 @@ from voip import SAMPLE_RATE
 from voip.codec import Pcm
 from voip.io.audio import Microphone, Speaker
 from voip.io.files import Sink, Source
+from voip.io.realtime import LOOP_PRIORITY, realtime_thread
 from voip.io.udp import receive, socket_address, unreachable_destinations
 from voip.netsim import NetworkSimulator
 from voip.processing import AudioProcessor
@@ -151,10 +153,13 @@ class MediaLoop:
 
     def run(self, should_stop: Callable[[float], bool]) -> None:
         devices = [d for ep in self.endpoints for d in (ep.speaker, ep.mic) if d is not None]
+        # The thread that feeds the devices answers them within a block, even on a busy machine
+        realtime = realtime_thread(LOOP_PRIORITY) if devices else contextlib.nullcontext(False)
         try:
-            for device in devices:
-                device.start(self.clock())
-            self._run(should_stop, devices)
+            with realtime:
+                for device in devices:
+                    device.start(self.clock())
+                self._run(should_stop, devices)
         except Exception:  # a failure on our side (a full disk, a lost device): tell the peers first
             self._hang_up()
             raise

@@ -67,11 +67,20 @@ class AudioIO:
             stats,
             input_overflows=self.mic.input_overflows if self.mic else 0,
             output_underflows=self.speaker.output_underflows if self.speaker else 0,
+            audio_scheduling=self.audio_scheduling,
             erle_db=processed.erle_db if processed else None,
             echo_delay_ms=processed.echo_delay_ms if processed else None,
             input_level_dbfs=processed.input_level_dbfs if processed else None,
             output_level_dbfs=processed.output_level_dbfs if processed else None,
         )
+
+    @property
+    def audio_scheduling(self) -> str | None:
+        """ "real-time" when the device callbacks that ran got SCHED_FIFO (voip.io.realtime)."""
+        granted = [d.callback_realtime for d in (self.mic, self.speaker) if d is not None]
+        if not any(g is not None for g in granted):
+            return None
+        return "real-time" if all(g is not False for g in granted) else "normal"
 
     def close(self) -> None:
         for part in (self.mic, self.speaker, self.source, *self.sinks):
