@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.conftest import run_voip, voip_command
-from voip.cli.console import SUMMARY_ROWS, fit, status_fields, summary_table
+from voip.cli.console import SUMMARY_ROWS, device_hint, fit, status_fields, summary_table
 from voip.stats import StreamStats
 
 BUSY = StreamStats(
@@ -110,3 +110,12 @@ def test_the_summary_table_fits_a_narrow_terminal_breaking_between_statistics():
     assert " ".join(narrow.split()) == " ".join(wide.split())
     continued = [line for line in narrow.splitlines() if line.startswith(" " * 14)]
     assert continued and all(not line.startswith(" " * 15) for line in continued)
+
+
+def test_a_device_that_ran_dry_at_normal_priority_gets_a_hint_and_only_then():
+    ran_dry = StreamStats(output_underflows=3, input_overflows=1, audio_scheduling="normal")
+    hint = device_hint(ran_dry)
+    assert hint is not None and "4 times" in hint and "voip doctor" in hint
+    assert device_hint(dataclasses.replace(ran_dry, audio_scheduling="real-time")) is None  # priority was not it
+    assert device_hint(dataclasses.replace(ran_dry, output_underflows=0, input_overflows=0)) is None
+    assert device_hint(StreamStats()) is None  # no devices

@@ -167,6 +167,19 @@ def summary(title: str, stats: StreamStats, args: argparse.Namespace, extra: dic
     if not args.quiet:
         print(f"{title}:")
         print(summary_table(stats, extra, shutil.get_terminal_size().columns if sys.stdout.isatty() else None))
+        if (hint := device_hint(stats)) is not None:
+            print(hint)
+
+
+def device_hint(stats: StreamStats) -> str | None:
+    """What to do about a device that ran dry (or over) while our threads had normal priority."""
+    glitches = stats.output_underflows + stats.input_overflows
+    if stats.audio_scheduling != "normal" or not glitches:
+        return None
+    return (
+        f"the sound device was not served in time {glitches} times, and real-time scheduling was "
+        "not permitted: `voip doctor` says how to get it"
+    )
 
 
 SUMMARY_INDENT = 14  # where a row's statistics start, after its subject

@@ -76,7 +76,7 @@ class AudioIO:
 
     @property
     def audio_scheduling(self) -> str | None:
-        """ "real-time" when the device callbacks that ran got SCHED_FIFO (voip.io.realtime)."""
+        """Whether the device callbacks that ran got SCHED_FIFO (voip.io.realtime): real-time or normal."""
         granted = [d.callback_realtime for d in (self.mic, self.speaker) if d is not None]
         if not any(g is not None for g in granted):
             return None

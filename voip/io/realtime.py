@@ -2,11 +2,10 @@
 
 A sound card asks for a block every 20 ms whatever else the machine does. At normal
 priority, the thread that answers waits its turn behind every other runnable process, so
-a busy machine (a build, a browser) makes the device run dry: a 20 s device loopback
-beside eight busy processes on two cores had 7 and 47 underflows at normal priority, 0
-and 3 under SCHED_FIFO (docs/robustness.md). Audio programs ask for SCHED_FIFO for this
-reason; PipeWire's own data thread runs at priority 88, and ours stay well below it so
-that the server always runs first.
+a busy machine (a build, a browser) makes the device run dry (measured by `scripts/soak
+busy`, in docs/robustness.md). Audio programs ask for SCHED_FIFO for this reason.
+PipeWire's own data thread runs at priority 88; ours stay well below it, so that the
+server always runs first.
 
 Granted to root, and wherever RLIMIT_RTPRIO allows it: Debian's pipewire package gives the
 `pipewire` group rtprio 95. Elsewhere the request fails and nothing changes (`voip doctor`
