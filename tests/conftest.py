@@ -83,8 +83,9 @@ def assert_speech_carried(reference: np.ndarray, received: np.ndarray) -> None:
 def lead_silence(tmp_path: Path, speech: np.ndarray, seconds: float = 2.0) -> Path:
     """The speech after `seconds` of silence: a receiver started once the SDP is written still
     hears all of the speech (it needs the SDP's key, so it cannot be ready first). Its start
-    takes 0.4 s here; beside eight busy processes on two cores it took over 2 s, and missed
-    the first sentence. No longer: `utterance_pesq` looks for the speech within 2 s."""
+    takes 0.4 s here; beside eight busy processes on two cores it took over 2 s and missed
+    the first sentence. A longer lead would go past the 2 s within which `utterance_pesq`
+    looks for the speech."""
     path = tmp_path / "lead.wav"
     sf.write(path, np.concatenate([np.zeros(int(seconds * 48000), dtype=np.float32), speech]), 48000)
     return path
