@@ -13,9 +13,8 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,8 +27,11 @@ from voip.io.realtime import LOOP_PRIORITY, realtime_permitted, realtime_thread
 from voip.quality import pesq_wb
 
 SPEECH = str(bundled_speech())
+# A measurement through the sound server is not ours alone: on a loaded machine PipeWire's
+# null sink can lose a 512-sample chunk with no flag that a client can read (1 run in 8 beside
+# eight busy processes on two cores). One bad attempt shows a busy machine; all of them in a
+# row show a fault, or a machine on which the sound server alone does no better.
 DEVICE_ATTEMPTS = 3
-T = TypeVar("T")
 MUCH_STOLEN = 0.05  # of the CPU time: the hypervisor took more than this (1% is usual here)
 
 
@@ -109,20 +111,6 @@ def test_tone_played_to_the_speaker_is_captured_back_at_its_frequency(audio_devi
     assert abs(peak_hz - 1000) < 5, peak_hz
 
 
-def _first_good(attempt: Callable[[], T], good: Callable[[T], bool]) -> T:
-    """The first of DEVICE_ATTEMPTS results that is good, or the last (which the test then fails).
-
-    A measurement through the sound server is not ours alone: on a loaded machine PipeWire's
-    null sink can lose a 512-sample chunk with no flag that a client can read (1 run in 8
-    beside eight busy processes on two cores). One bad run shows a busy machine; three in a
-    row show a fault, or a machine on which the sound server alone does no better."""
-    for _ in range(DEVICE_ATTEMPTS):
-        result = attempt()
-        if good(result):
-            break
-    return result
-
-
 def test_speech_played_to_the_speaker_keeps_its_quality(audio_device, speech, tmp_path):
     """PESQ-WB >= 3.0 through voip and the device, or no worse than Opus alone through the
     device scores in the same attempt: where the machine's own sound server mangles speech
@@ -148,11 +136,10 @@ def test_speech_played_to_the_speaker_keeps_its_quality(audio_device, speech, tm
         )
         return score, alone, values
 
-    def good(got: tuple[float, float, dict[str, Any]]) -> bool:
-        score, alone, values = got
-        return score >= min(3.0, alone - 0.2) and _glitches(values) == 0
-
-    score, alone, values = _first_good(play, good)
+    for _ in range(DEVICE_ATTEMPTS):
+        score, alone, values = play()
+        if score >= min(3.0, alone - 0.2) and _glitches(values) == 0:
+            break
     assert score >= min(3.0, alone - 0.2), (score, alone)
     assert _glitches(values) == 0
     assert values["audio_scheduling"] == ("real-time" if realtime_permitted() else "normal")
