@@ -413,14 +413,20 @@ def best_delay(sweeps: list[dict[int, Score]]) -> int:
     return max(delays, key=lambda d: float(np.mean([fixed_score_at(sweep, d).mos_cq for sweep in sweeps])))
 
 
-def run_case(job: tuple[Trace, int, JitterConfig, bool, bool]) -> tuple[list[tuple[str, Score]], dict[int, Score]]:
+def run_case(
+    job: tuple[Trace, int, JitterConfig, bool, bool, int | None, bool],
+) -> tuple[list[tuple[str, Score]], dict[int, Score]]:
     """Our receivers and the fixed ones on one trace and seed, and the whole fixed-delay sweep
-    (with `ours_only`, our receiver pulled every 10 ms alone: for trying a setting)."""
-    trace, seed, config, gstreamer, ours_only = job
+    (with `ours_only`, our receiver pulled every 10 ms alone, and the fixed delay `fixed_ms`
+    if given: for trying a setting against a known bar)."""
+    trace, seed, config, gstreamer, ours_only, fixed_ms, judge_plcmos = job
     case = make_case(trace, seed)
-    ours = ("ours", case.score(run_ours(case.packets, case.arrivals, config, SAMPLE_RATE // 100)))
+    ours = ("ours", case.score(run_ours(case.packets, case.arrivals, config, SAMPLE_RATE // 100), None, judge_plcmos))
     if ours_only:
-        return [ours], {}
+        if fixed_ms is None:
+            return [ours], {}
+        fixed = case.score(run_fixed(case.packets, case.arrivals, fixed_ms / 1000), None, judge_plcmos)
+        return [ours, (f"fixed {fixed_ms} ms", fixed)], {}
     rows = [
         ours,
         ("ours@20", case.score(run_ours(case.packets, case.arrivals, config, FRAME))),
@@ -530,6 +536,14 @@ def main() -> None:
         "--ours-only", action="store_true", help="our receiver alone, no fixed delays: for trying a setting"
     )
     parser.add_argument(
+        "--fixed",
+        metavar="TRACE=MS",
+        action="append",
+        default=[],
+        help="with --ours-only: also a fixed delay of MS ms on TRACE (the bar a full run found), repeatable",
+    )
+    parser.add_argument("--pesq-only", action="store_true", help="with --ours-only: no PLCMOS (minutes, not hours)")
+    parser.add_argument(
         "--jitter",
         metavar="FIELD=VALUE",
         action="append",
@@ -542,21 +556,32 @@ def main() -> None:
     except ValueError as exc:
         parser.error(f"--jitter: {exc}")
     traces = [t for t in TRACES if args.traces is None or t.key in args.traces]
+    try:
+        fixed = {key: int(ms) for key, _, ms in (item.partition("=") for item in args.fixed)}
+    except ValueError:
+        parser.error(f"--fixed: expected TRACE=MS, not {args.fixed}")
+    if (fixed or args.pesq_only) and not args.ours_only:
+        parser.error("--fixed and --pesq-only go with --ours-only")
     print(
         f"seeds {' '.join(map(str, args.seeds))}; Opus 24 kbit/s, 20 ms packets"
         + ("; ours with " + ", ".join(args.jitter) if args.jitter else "")
     )
     for trace in traces:  # synthesize each conversation once, before the workers need it
         conversation(trace.speech_s)
-    jobs = [(trace, seed, config, args.gstreamer, args.ours_only) for trace in traces for seed in args.seeds]
+    jobs = [
+        (trace, seed, config, args.gstreamer, args.ours_only, fixed.get(trace.key), not args.pesq_only)
+        for trace in traces
+        for seed in args.seeds
+    ]
     with multiprocessing.Pool(args.processes) as pool:
         results = pool.map(run_case, jobs, chunksize=1)
         if args.ours_only:
             print("\n| trace | receiver | PESQ | PLCMOS | Ta ms | MOS_CQ (worst) | late % | conc. % | warp ms |")
             print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
             for trace in traces:
-                scores = [rows[0][1] for job, (rows, _) in zip(jobs, results, strict=True) if job[0] is trace]
-                print(Row("ours", scores, ours=True).line(trace))
+                mine = [rows for job, (rows, _) in zip(jobs, results, strict=True) if job[0] is trace]
+                for index, (name, _) in enumerate(mine[0]):
+                    print(Row(name, [rows[index][1] for rows in mine], ours=index == 0).line(trace))
             return
         bars = {
             trace.key: best_delay([sweep for job, (_, sweep) in zip(jobs, results, strict=True) if job[0] is trace])
