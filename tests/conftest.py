@@ -114,6 +114,13 @@ def run_voip(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.Completed
     return subprocess.run(voip_command(*args), capture_output=True, text=True, timeout=timeout)
 
 
+# Tests stop voip with SIGINT, as Ctrl-C does. A shell without job control starts a background
+# command (`scripts/test &`) with SIGINT ignored, and children inherit an ignored signal, so
+# voip would never see it. A handled signal is reset to the default across exec: handle it here.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class Processes:
     """Background processes that are killed (by PID, with their group) when the test ends."""
 
