@@ -76,27 +76,30 @@ class JitterStats:
 
 
 class PunctualityWindow:
-    """The least need delay of the last second.
+    """The least need delay and the least wait of the last second.
 
     A packet's need delay is the time from when it would have arrived by the fastest path
-    to the pull that first needs it. Records are kept net of the shifts since: after a
-    stretch moves every later need by whole pulls, old evidence stays valid. A monotonic
-    deque, so the least costs O(1) per packet.
+    to the pull that first needs it: the least is the buffer's level. Its wait is the time
+    from when it did arrive to that pull: the least says how near a packet came to being
+    late. Records are kept net of the shifts since: after a stretch moves every later need
+    by whole pulls, old evidence stays valid. Monotonic deques, so the least costs O(1)
+    per packet.
     """
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
         self._need: deque[tuple[float, float]] = deque()  # rising: front is the least
+        self._wait: deque[tuple[float, float]] = deque()
         self._since: float | None = None
         self._shift = 0.0  # seconds by which needs moved later since the window started
 
-    def add(self, now: float, need_delay: float) -> None:
-        while self._need and self._need[0][0] < now - self._seconds:
-            self._need.popleft()
-        value = need_delay - self._shift
-        while self._need and self._need[-1][1] >= value:
-            self._need.pop()
-        self._need.append((now, value))
+    def add(self, now: float, need_delay: float, wait: float) -> None:
+        for least, value in ((self._need, need_delay), (self._wait, wait)):
+            while least and least[0][0] < now - self._seconds:
+                least.popleft()
+            while least and least[-1][1] >= value - self._shift:
+                least.pop()
+            least.append((now, value - self._shift))
         if self._since is None:
             self._since = now
 
@@ -108,11 +111,16 @@ class PunctualityWindow:
     def least_need_delay(self) -> float:
         return self._need[0][1] + self._shift if self._need else 0.0
 
+    @property
+    def least_wait(self) -> float | None:
+        return self._wait[0][1] + self._shift if self._wait else None
+
     def full(self, now: float) -> bool:
         return self._since is not None and now - self._since >= self._seconds
 
     def restart(self) -> None:
         self._need.clear()
+        self._wait.clear()
         self._since = None
         self._shift = 0.0
 
@@ -336,7 +344,7 @@ class JitterBuffer:
         before = len(self._fifo)
         need_delay = now - packet.arrival + packet.relative_delay
         self.playout_delay = need_delay + before / SAMPLE_RATE
-        self._window.add(now, need_delay)
+        self._window.add(now, need_delay, now - packet.arrival)
         target = self.target_delay(now)
         if self.timeline is not None:
             self.timeline.playout(now, self.playout_delay * 1000.0, self._as_playout_delay(target) * 1000.0)
@@ -358,13 +366,19 @@ class JitterBuffer:
         pull = self._pull_samples
         return (math.floor((left + samples) / pull) - math.floor(left / pull)) * pull / SAMPLE_RATE
 
+    def _headroom(self) -> float:
+        """Seconds the least punctual packet of the window waited before it was needed (as much
+        as the level while the window is empty)."""
+        least_wait = self._window.least_wait
+        return self._window.least_need_delay if least_wait is None else least_wait
+
     def _situation(self, pcm: Pcm, excess: float, left: int, now: float) -> Situation:
         quiet = _rms(pcm) < LOW_ENERGY_RMS
         self._quiet_samples = self._quiet_samples + len(pcm) if quiet else 0
         config = self.config
         return Situation(
             excess=excess,
-            headroom=self._window.least_need_delay,
+            headroom=self._headroom(),
             margin=config.margin_ms / 1000.0,
             in_pause=self._quiet_samples >= PAUSE_SAMPLES,
             spare=left % self._pull_samples,
