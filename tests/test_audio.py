@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import Processes, opus_alone, run_voip, start_virtual_audio, stop_virtual_audio, voip_command
+from tests.conftest import (
+    DEVICE_ATTEMPTS,
+    Processes,
+    opus_alone,
+    run_voip,
+    start_virtual_audio,
+    stop_virtual_audio,
+    voip_command,
+)
 from voip.errors import VoipError
 from voip.io.audio import Device, Speaker, find_device
 from voip.io.files import bundled_speech
@@ -27,11 +35,6 @@ from voip.io.realtime import LOOP_PRIORITY, realtime_permitted, realtime_thread
 from voip.quality import pesq_wb
 
 SPEECH = str(bundled_speech())
-# A measurement through the sound server is not ours alone: on a loaded machine PipeWire's
-# null sink can lose a 512-sample chunk with no flag that a client can read (1 run in 8 beside
-# eight busy processes on two cores). One bad attempt shows a busy machine; all of them in a
-# row show a fault, or a machine on which the sound server alone does no better.
-DEVICE_ATTEMPTS = 3
 MUCH_STOLEN = 0.05  # of the CPU time: the hypervisor took more than this (1% is usual here)
 
 

@@ -112,8 +112,8 @@ class PunctualityWindow:
         return self._need[0][1] + self._shift if self._need else 0.0
 
     @property
-    def least_wait(self) -> float | None:
-        return self._wait[0][1] + self._shift if self._wait else None
+    def least_wait(self) -> float:
+        return self._wait[0][1] + self._shift if self._wait else 0.0
 
     def full(self, now: float) -> bool:
         return self._since is not None and now - self._since >= self._seconds
@@ -366,19 +366,13 @@ class JitterBuffer:
         pull = self._pull_samples
         return (math.floor((left + samples) / pull) - math.floor(left / pull)) * pull / SAMPLE_RATE
 
-    def _headroom(self) -> float:
-        """Seconds the least punctual packet of the window waited before it was needed (as much
-        as the level while the window is empty)."""
-        least_wait = self._window.least_wait
-        return self._window.least_need_delay if least_wait is None else least_wait
-
     def _situation(self, pcm: Pcm, excess: float, left: int, now: float) -> Situation:
         quiet = _rms(pcm) < LOW_ENERGY_RMS
         self._quiet_samples = self._quiet_samples + len(pcm) if quiet else 0
         config = self.config
         return Situation(
             excess=excess,
-            headroom=self._headroom(),
+            headroom=self._window.least_wait,
             margin=config.margin_ms / 1000.0,
             in_pause=self._quiet_samples >= PAUSE_SAMPLES,
             spare=left % self._pull_samples,
