@@ -120,11 +120,11 @@ def run_voip(*args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.Completed
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-# A measurement through the sound server is not ours alone: on a loaded machine PipeWire's
-# null sink can lose a 512-sample chunk with no flag that a client can read (1 run in 8 beside
-# eight busy processes on two cores), and an echo path that moves sets a canceller back. One
+# A measurement in real time is not ours alone: on a loaded machine PipeWire's null sink can
+# lose a 512-sample chunk with no flag that a client can read (1 run in 8 beside eight busy
+# processes on two cores), and a stall or an echo path that moves sets a canceller back. One
 # bad attempt shows a busy machine; all of them in a row show a fault.
-DEVICE_ATTEMPTS = 3
+REAL_TIME_ATTEMPTS = 3
 
 
 class Processes:

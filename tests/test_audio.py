@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import (
-    DEVICE_ATTEMPTS,
+    REAL_TIME_ATTEMPTS,
     Processes,
     opus_alone,
     run_voip,
@@ -139,7 +139,7 @@ def test_speech_played_to_the_speaker_keeps_its_quality(audio_device, speech, tm
         )
         return score, alone, values
 
-    for _ in range(DEVICE_ATTEMPTS):
+    for _ in range(REAL_TIME_ATTEMPTS):
         score, alone, values = play()
         if score >= min(3.0, alone - 0.2) and _glitches(values) == 0:
             break
