@@ -26,7 +26,7 @@ class JitterConfig:
     fec_memory_s: float = 10.0  # a packet with FEC came this recently: the stream carries FEC (the sender saw loss)
     max_stretch_rate: float = 0.15  # time-stretching of speech, as a fraction of the audio played
     shorten_min_ms: float = 20.0  # shorten only when this much can go
-    speech_deficit_ms: float = 20.0  # lengthen speech only when this far short of target; less waits for a pause
+    speech_deficit_ms: float = 2.5  # lengthen speech only when this far short of target; less waits for a pause
     far_too_late_ms: float = 300.0  # shorten speech only when this far above target
 
     def __post_init__(self) -> None:
