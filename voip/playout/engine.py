@@ -94,14 +94,17 @@ class PunctualityWindow:
         self._shift = 0.0  # seconds by which needs moved later since the window started
 
     def add(self, now: float, need_delay: float, wait: float) -> None:
-        for least, value in ((self._need, need_delay), (self._wait, wait)):
-            while least and least[0][0] < now - self._seconds:
-                least.popleft()
-            while least and least[-1][1] >= value - self._shift:
-                least.pop()
-            least.append((now, value - self._shift))
+        self._keep_least(self._need, now, need_delay - self._shift)
+        self._keep_least(self._wait, now, wait - self._shift)
         if self._since is None:
             self._since = now
+
+    def _keep_least(self, least: deque[tuple[float, float]], now: float, value: float) -> None:
+        while least and least[0][0] < now - self._seconds:
+            least.popleft()
+        while least and least[-1][1] >= value:
+            least.pop()
+        least.append((now, value))
 
     def shifted(self, seconds: float) -> None:
         """Every later packet is needed `seconds` later (negative: sooner)."""
