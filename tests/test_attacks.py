@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from tests.conftest import Processes, assert_speech_carried, free_udp_port, voip_command
@@ -20,7 +21,7 @@ from tests.test_call import SPEECH_A, _listener, _wait_for_line
 from voip.control import ControlMessage, MessageType
 from voip.crypto import CONFIRM_BYTES, SPAKE_MESSAGE_BYTES, CodeAgreement, KeyPair
 from voip.io.files import read_48k
-from voip.quality import pesq_wb
+from voip.quality import utterance_pesq, utterances
 from voip.rtcp import Bye, serialize_compound
 from voip.rtp import is_rtcp, is_rtp_or_rtcp
 
@@ -35,12 +36,14 @@ class Attacker(threading.Thread):
       agreed (the caller's REVEAL has passed). Before that, set-up messages cannot be
       authenticated: an attacker on the path can stop a call from starting (as by dropping its
       packets), which docs/security.md states; what must hold is that no forgery ends a call;
-    * bit flips: one random bit in `flip_share` of the datagrams it relays."""
+    * bit flips: one random bit in every `flip_every`-th datagram it relays each way (0: none).
+      Evenly spaced, so each flip costs one isolated packet, as the same share of random loss
+      would on average but without its luck: the test judges what a flip does, not the draw."""
 
     def __init__(
         self,
         listener: tuple[str, int],
-        flip_share: float,
+        flip_every: int,
         seconds: float,
         attack: bool = True,
         move_after_s: float = 0.0,
@@ -52,7 +55,7 @@ class Attacker(threading.Thread):
         self.back.bind(("127.0.0.1", 0))
         self.listener = listener
         self.caller: tuple[str, int] | None = None
-        self.flip_share = flip_share
+        self.flip_every = flip_every
         self.deadline = time.monotonic() + seconds
         self.rng = random.Random(11)
         self.seen: dict[str, list[bytes]] = {"to listener": [], "to caller": []}
@@ -111,7 +114,7 @@ class Attacker(threading.Thread):
         if not self.attack:
             sock.sendto(data, to)
             return 1
-        if self.rng.random() < self.flip_share:
+        if self.flip_every and len(seen) % self.flip_every == 0:
             bit = self.rng.randrange(8 * len(out))
             out[bit // 8] ^= 1 << (bit % 8)
             self.flipped += 1
@@ -148,15 +151,15 @@ class Attacker(threading.Thread):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flip_share", [0.0, 0.05])
-def test_an_encrypted_call_survives_replays_forgeries_and_bit_flips(tmp_path, speech, processes: Processes, flip_share):
+@pytest.mark.parametrize("flip_every", [0, 20])
+def test_an_encrypted_call_survives_replays_forgeries_and_bit_flips(tmp_path, speech, processes: Processes, flip_every):
     port = free_udp_port()
     got_caller, got_listener = tmp_path / "caller.wav", tmp_path / "listener.wav"
     stats_caller, stats_listener = tmp_path / "caller.json", tmp_path / "listener.json"
     listener = _listener(
         processes, "127.0.0.1", port, "--in", SPEECH_A, "--out", str(got_listener), "--stats-json", str(stats_listener)
     )
-    attacker = Attacker(("127.0.0.1", port), flip_share, seconds=30.0)
+    attacker = Attacker(("127.0.0.1", port), flip_every, seconds=30.0)
     attacker.start()
     try:
         caller = processes.start(
@@ -185,13 +188,18 @@ def test_an_encrypted_call_survives_replays_forgeries_and_bit_flips(tmp_path, sp
     assert attacker.forged >= 20 and attacker.replayed >= 50
     refused = sum(values["packets_unauthenticated"] for values in stats)
     assert refused >= attacker.replayed // 2  # replays of media and forged HANGUPs under keys
-    print(f"flips {flip_share:.0%}: refused {refused}, forged {attacker.forged}, replayed {attacker.replayed}")
+    print(f"flips every {flip_every}: refused {refused}, forged {attacker.forged}, replayed {attacker.replayed}")
     for got in (got_caller, got_listener):
-        if flip_share == 0:
+        if flip_every == 0:
             assert_speech_carried(speech, read_48k(got))
-        else:  # a flipped packet fails authentication and is lost: 5% flips are 5% loss, which
-            # costs PESQ whatever the receiver does (docs/benchmarks.md, bench_fec: 3.0 at 5% with FEC)
-            assert pesq_wb(speech, read_48k(got), max_lag_s=1.0) >= 2.2  # the sample repeats its sentence
+        else:  # a flipped packet fails authentication and is lost, as a packet lost on the path:
+            # in-band FEC in the next packet brings most back, at a lower quality that PESQ hears
+            # (2.4-2.9 per sentence here against 3.4-3.8 for the codec alone). A lost or dead
+            # stream scores about 1.
+            scores = utterance_pesq(speech, read_48k(got), utterances(speech))
+            assert np.mean(scores) >= 2.0, scores
+    for values in stats:
+        assert values["fec_recovered"] >= values["packets_lost"] // 2, values
 
 
 @pytest.mark.slow
@@ -201,7 +209,7 @@ def test_a_call_follows_a_caller_whose_port_changes(tmp_path, speech, processes:
     port = free_udp_port()
     got_caller, got_listener = tmp_path / "caller.wav", tmp_path / "listener.wav"
     listener = _listener(processes, "127.0.0.1", port, "--in", SPEECH_A, "--out", str(got_listener))
-    relay = Attacker(("127.0.0.1", port), 0.0, seconds=30.0, attack=False, move_after_s=3.0)
+    relay = Attacker(("127.0.0.1", port), 0, seconds=30.0, attack=False, move_after_s=3.0)
     relay.start()
     try:
         caller = processes.start(
@@ -258,7 +266,7 @@ def test_a_man_in_the_middle_shows_different_words_or_fails_the_code(processes: 
     port = free_udp_port()
     with_code = ("--code", code) if code else ()
     listener = _listener(processes, "127.0.0.1", port, "--in", "silence", "--out", "null", *with_code)
-    relay = Attacker(("127.0.0.1", port), 0.0, seconds=30.0, attack=False)
+    relay = Attacker(("127.0.0.1", port), 0, seconds=30.0, attack=False)
     relay.rewrite = KeySwap(guess="5-pilot-zebra")
     relay.start()
     try:
