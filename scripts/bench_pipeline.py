@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """CPU time per 20 ms frame: bare Opus encode+decode against our whole send->receive path.
 
-All run side by side in one process on the same speech, so the ratios hold on any
-machine: (a) libopus encode + decode, (b) encode, packetize, UDP sendto on 127.0.0.1,
+All run side by side in one process on the same speech, frame by frame in turn, so the
+ratios hold on any machine: (a) libopus encode + decode, (b) encode, packetize, UDP sendto on 127.0.0.1,
 recvfrom, parse, statistics, jitter buffer, decode; (c) the same in an encrypted call
 (SRTP with AEAD_AES_128_GCM both ways, keys agreed by the call set-up); (d) (c) with the
 speakerphone stage on one side (echo cancellation, noise suppression, gain control: render
@@ -35,12 +35,17 @@ def speech_frames(count: int) -> list[np.ndarray]:
     return [audio[i * FRAME : (i + 1) * FRAME] for i in range(count)]
 
 
-def bare_codec(frames: list[np.ndarray], complexity: int) -> float:
-    encoder, decoder = OpusEncoder(OpusSettings(complexity=complexity)), OpusDecoder()
-    start = time.process_time()
-    for frame in frames:
-        decoder.decode(encoder.encode(frame))
-    return (time.process_time() - start) / len(frames)
+class BareCodec:
+    """(a): libopus encode + decode, nothing else."""
+
+    def __init__(self, complexity: int) -> None:
+        self.encoder, self.decoder = OpusEncoder(OpusSettings(complexity=complexity)), OpusDecoder()
+
+    def step(self, frame: np.ndarray, now: float) -> None:
+        self.decoder.decode(self.encoder.encode(frame))
+
+    def close(self) -> None:
+        pass
 
 
 def encrypted_call(opus: OpusSettings, tx: tuple[str, int], rx: tuple[str, int]) -> tuple[Session, Session]:
@@ -60,40 +65,69 @@ def encrypted_call(opus: OpusSettings, tx: tuple[str, int], rx: tuple[str, int])
     return sender, receiver
 
 
-def whole_path(frames: list[np.ndarray], complexity: int, encrypted: bool = False, processed: bool = False) -> float:
-    rx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx_sock.bind(("127.0.0.1", 0))
-    tx_sock.bind(("127.0.0.1", 0))
-    opus = OpusSettings(complexity=complexity)
-    if encrypted:
-        sender, receiver = encrypted_call(opus, tx_sock.getsockname(), rx_sock.getsockname())
-    else:
-        sender = Session(SessionConfig(opus=opus, remote=rx_sock.getsockname()), random.Random(1), 0.0)
-        receiver = Session(SessionConfig(opus=opus, remote=tx_sock.getsockname()), random.Random(2), 0.0)
-    processor = AudioProcessor(ProcessingSettings()) if processed else None
-    start = time.process_time()
-    for i, frame in enumerate(frames):
-        now = i * 0.02  # a simulated clock: the benchmark measures CPU, not pacing
-        sender.send_audio(frame if processor is None else processor.capture(frame, 0.05), now)
-        for data, addr in sender.datagrams_to_send(now):
-            tx_sock.sendto(data, addr)
-        data, addr = rx_sock.recvfrom(2048)
-        receiver.receive_datagram(data, addr, now)
-        played = receiver.pull_audio(FRAME, now)
+class WholePath:
+    """(b), (c), (d): a sender and a receiver session with real sockets on 127.0.0.1 between."""
+
+    def __init__(self, complexity: int, encrypted: bool = False, processed: bool = False) -> None:
+        self.rx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.tx_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx_sock.bind(("127.0.0.1", 0))
+        self.tx_sock.bind(("127.0.0.1", 0))
+        opus = OpusSettings(complexity=complexity)
+        tx, rx = self.tx_sock.getsockname(), self.rx_sock.getsockname()
+        if encrypted:
+            self.sender, self.receiver = encrypted_call(opus, tx, rx)
+        else:
+            self.sender = Session(SessionConfig(opus=opus, remote=rx), random.Random(1), 0.0)
+            self.receiver = Session(SessionConfig(opus=opus, remote=tx), random.Random(2), 0.0)
+        self.processor = AudioProcessor(ProcessingSettings()) if processed else None
+        self.frames = 0
+
+    def step(self, frame: np.ndarray, now: float) -> None:
+        processor = self.processor
+        self.sender.send_audio(frame if processor is None else processor.capture(frame, 0.05), now)
+        for data, addr in self.sender.datagrams_to_send(now):
+            self.tx_sock.sendto(data, addr)
+        data, addr = self.rx_sock.recvfrom(2048)
+        self.receiver.receive_datagram(data, addr, now)
+        played = self.receiver.pull_audio(FRAME, now)
         if processor is not None:
             processor.render(played)  # one side's both halves: what it plays is the echo reference
-    elapsed = (time.process_time() - start) / len(frames)
-    rx_sock.close()
-    tx_sock.close()
-    assert receiver.stats(len(frames) * 0.02).packets_received == len(frames)
-    return elapsed
+        self.frames += 1
+
+    def close(self) -> None:
+        self.rx_sock.close()
+        self.tx_sock.close()
+        assert self.receiver.stats(self.frames * 0.02).packets_received == self.frames
+
+
+def lockstep(frames: list[np.ndarray], complexity: int) -> list[float]:
+    """CPU seconds per frame of (a)-(d), run frame by frame in turn: a machine whose speed
+    changes from second to second (a hypervisor's other guests) slows all four alike, where
+    whole runs one after another would each catch a different phase."""
+    pipelines = [
+        BareCodec(complexity),
+        WholePath(complexity),
+        WholePath(complexity, encrypted=True),
+        WholePath(complexity, encrypted=True, processed=True),
+    ]
+    spent = [0.0] * len(pipelines)
+    clock = time.process_time
+    for i, frame in enumerate(frames):
+        now = i * 0.02  # a simulated clock: the benchmark measures CPU, not pacing
+        for k, pipeline in enumerate(pipelines):
+            start = clock()
+            pipeline.step(frame, now)
+            spent[k] += clock() - start
+    for pipeline in pipelines:
+        pipeline.close()
+    return [total / len(frames) for total in spent]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=3000, help="frames per measurement (20 ms each)")
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds; the best of each is kept")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the one with the least bare Opus time is kept")
     args = parser.parse_args()
     frames = speech_frames(args.frames)
     print(
@@ -102,13 +136,8 @@ def main() -> None:
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for complexity in (10, 5):
-        bare, path, secure, processed = [], [], [], []
-        for _ in range(args.rounds):  # interleaved so that machine load hits all alike
-            bare.append(bare_codec(frames, complexity))
-            path.append(whole_path(frames, complexity))
-            secure.append(whole_path(frames, complexity, encrypted=True))
-            processed.append(whole_path(frames, complexity, encrypted=True, processed=True))
-        a, b, c, d = (min(times) * 1e6 for times in (bare, path, secure, processed))
+        rounds = [lockstep(frames, complexity) for _ in range(args.rounds)]
+        a, b, c, d = (seconds * 1e6 for seconds in min(rounds))  # the round the machine ran fastest
         print(f"| {complexity} | {a:.1f} | {b:.1f} | {c:.1f} | {d:.1f} | {b / a:.3f} | {c / a:.3f} | {d / a:.3f} |")
 
 

@@ -23,6 +23,9 @@ Pcm = npt.NDArray[np.float32]
 FRAME_MS_CHOICES = (10, 20, 40, 60)
 MAX_PACKET_BYTES = 1500
 MAX_FRAME_SAMPLES = SAMPLE_RATE * 120 // 1000  # longest Opus packet: 120 ms
+# Samples per Opus frame at 48 kHz by TOC configuration (RFC 6716 3.1): SILK-only 10/20/40/60 ms,
+# hybrid 10/20 ms, CELT-only 2.5/5/10/20 ms.
+SAMPLES_PER_FRAME = (480, 960, 1920, 2880) * 3 + (480, 960) * 2 + (120, 240, 480, 960) * 4
 # libopus 1.3 adds FEC (LBRR) to super-wideband frames below this bitrate only at high
 # expected loss (none up to 5% at 24 kbit/s), to wideband frames from 1%: docs/benchmarks.md
 FEC_SUPERWIDEBAND_BITRATE = 32000
@@ -153,9 +156,6 @@ class OpusDecoder:
         self._decoder = opuslib_next.Decoder(SAMPLE_RATE, 1)
         lib = _opus()
         self._decode = lib.opus_decode_float
-        self._get_nb_samples = lib.opus_packet_get_nb_samples
-        self._get_nb_samples.argtypes = (ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32)
-        self._get_nb_samples.restype = ctypes.c_int
         self._parse = lib.opus_packet_parse
         self._parse.argtypes = (
             ctypes.c_char_p,
@@ -191,15 +191,15 @@ class OpusDecoder:
     def packet_samples(self, payload: bytes) -> int:
         if not payload:
             raise CodecError("empty Opus packet")
-        n = self._get_nb_samples(payload, len(payload), SAMPLE_RATE)
-        if n <= 0 or n > MAX_FRAME_SAMPLES:
-            raise CodecError(f"invalid Opus packet (error {n})")
-        # The TOC byte alone gives the duration; the frame lengths after it must add up too,
-        # or the decoder refuses the packet when its turn comes (found by scripts/fuzz).
+        # The frame lengths must add up, or the decoder refuses the packet when its turn comes
+        # (found by scripts/fuzz): libopus parses them, the TOC byte gives each frame's length.
         frames = self._parse(payload, len(payload), None, None, self._frame_sizes, None)
         if frames <= 0:
             raise CodecError(f"invalid Opus packet (error {frames})")
-        return int(n)
+        n = frames * SAMPLES_PER_FRAME[payload[0] >> 3]
+        if n > MAX_FRAME_SAMPLES:
+            raise CodecError(f"invalid Opus packet ({n} samples)")
+        return n
 
     def has_fec(self, payload: bytes) -> bool:
         """Whether a packet carries LBRR (in-band FEC) data for the frame before it.
