@@ -39,18 +39,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--losses", type=float, nargs="+", default=[1.0, 3.0, 5.0], help="random loss, %%")
+    parser.add_argument(
+        "--fec-bitrates",
+        nargs="+",
+        default=["off", str(OpusSettings().fec_bitrate)],
+        help="a row for each: off (no FEC), or FEC on with this bitrate while loss is expected (0: the stream's 24000)",
+    )
     args = parser.parse_args()
     speech, utterances = conversation(60.0)
     print(f"60 s conversation, Opus 24 kbit/s, 20 ms, seeds {args.seeds}\n")
-    print("| loss | FEC | PESQ-WB | PLCMOS | FEC % | rebuilt % | conc. % | buffer ms |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| loss | FEC | PESQ-WB | PLCMOS | FEC % | rebuilt % | conc. % | buffer ms | kbit/s |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    variants = [
+        ("off", OpusSettings(fec=False))
+        if rate == "off"
+        else (f"on, {int(rate) // 1000 or 24}k", OpusSettings(fec_bitrate=int(rate)))
+        for rate in args.fec_bitrates
+    ]
     for loss in args.losses:
-        for fec in (False, True):
+        for name, opus in variants:
             rows = []
             for seed in args.seeds:
-                result = simulate(
-                    speech, SessionConfig(opus=OpusSettings(fec=fec)), NetworkSpec(loss=loss / 100.0), seed
-                )
+                result = simulate(speech, SessionConfig(opus=opus), NetworkSpec(loss=loss / 100.0), seed)
                 r = result.receiver
                 rows.append(
                     (
@@ -60,12 +70,13 @@ def main() -> None:
                         100.0 * r.fec_recovered / max(1, r.packets_lost),
                         100.0 * r.concealed_ms / (1000.0 * len(speech) / 48000),
                         r.buffer_delay_ms,
+                        result.sender.bitrate_kbps,
                     )
                 )
             m = np.mean(rows, axis=0)
             print(
-                f"| {loss:g}% | {'on' if fec else 'off'} | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.0f} | {m[3]:.0f} "
-                f"| {m[4]:.1f} | {m[5]:.0f} |"
+                f"| {loss:g}% | {name} | {m[0]:.2f} | {m[1]:.2f} | {m[2]:.0f} | {m[3]:.0f} "
+                f"| {m[4]:.1f} | {m[5]:.0f} | {m[6]:.1f} |"
             )
 
 

@@ -439,6 +439,7 @@ BAD_ARGUMENTS = [
     ("receive", "--port", "five"),
     ("listen", "--port", "-1"),
     ("send", "speech", "127.0.0.1", "--bitrate", "1k"),
+    ("send", "speech", "127.0.0.1", "--fec-bitrate", "5k"),
     ("send", "speech", "127.0.0.1", "--frame-ms", "25"),
     ("send", "speech", "127.0.0.1", "--payload-type", "200"),
     ("call", "127.0.0.1", "--timeout", "0"),

@@ -3,6 +3,7 @@ import pytest
 
 from voip.codec import L16Decoder, L16Encoder, OpusDecoder, OpusEncoder, OpusSettings
 from voip.errors import CodecError
+from voip.quality import utterance_pesq, utterances
 
 
 def sine(samples: int, hz: float = 440.0, start: int = 0) -> np.ndarray:
@@ -46,6 +47,30 @@ def test_fec_is_added_at_low_expected_loss_at_24_kbits(speech, percent):
     encoder.set_expected_loss(percent)
     flags = [decoder.has_fec(encoder.encode(speech[i * 960 : (i + 1) * 960])) for i in range(150)]
     assert sum(flags) > 0.5 * len(flags)
+
+
+def test_fec_gets_bits_of_its_own(speech):
+    """With loss expected, the FEC copy of each frame rides in the next packet. At 24 kbit/s
+    it takes its bits from the frame itself: packets that all arrive score far lower. The
+    encoder rises to `fec_bitrate` while it expects loss, and back when it no longer does."""
+    spans = utterances(speech)
+    frames = [speech[i * 960 : (i + 1) * 960] for i in range(len(speech) // 960)]
+
+    def clean_pesq_and_rate(fec_bitrate: int, percent: int) -> tuple[float, float]:
+        encoder, decoder = OpusEncoder(OpusSettings(fec_bitrate=fec_bitrate)), OpusDecoder()
+        encoder.set_expected_loss(percent)
+        packets = [encoder.encode(frame) for frame in frames]
+        decoded = np.concatenate([decoder.decode(packet) for packet in packets])
+        lookahead = encoder.lookahead_samples
+        aligned = np.concatenate([decoded[lookahead:], np.zeros(lookahead, dtype=np.float32)])
+        kbits = 8 * sum(map(len, packets)) / (len(frames) * 0.02) / 1000
+        return float(np.mean(utterance_pesq(speech[: len(aligned)], aligned, spans))), kbits
+
+    starved, starved_rate = clean_pesq_and_rate(0, 5)
+    fed, fed_rate = clean_pesq_and_rate(32000, 5)
+    _, calm_rate = clean_pesq_and_rate(32000, 0)
+    assert fed >= starved + 0.3, (fed, starved)  # 3.66 against 3.02 here
+    assert starved_rate < 26 < fed_rate < 34 and calm_rate < 26, (starved_rate, fed_rate, calm_rate)
 
 
 def test_plc_and_fec_return_the_missing_duration(speech):

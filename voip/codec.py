@@ -41,12 +41,18 @@ class OpusSettings:
     fec: bool = True
     dtx: bool = False
     expected_loss_percent: int = 0
+    # While loss is expected and FEC is on, the encoder runs at least at this rate (0: never
+    # more than `bitrate`): the FEC copy takes its bits from the frame itself, which at
+    # 24 kbit/s is heard even when no packet is lost (docs/benchmarks.md, bench_fec).
+    fec_bitrate: int = 32000
 
     def __post_init__(self) -> None:
         if self.frame_ms not in FRAME_MS_CHOICES:
             raise ValueError(f"frame size must be one of {FRAME_MS_CHOICES} ms, not {self.frame_ms}")
         if not 6000 <= self.bitrate <= 510000:
             raise ValueError(f"Opus bitrate must be 6000..510000 bit/s, not {self.bitrate}")
+        if self.fec_bitrate and not 6000 <= self.fec_bitrate <= 510000:
+            raise ValueError(f"Opus FEC bitrate must be 0 or 6000..510000 bit/s, not {self.fec_bitrate}")
         if not 0 <= self.complexity <= 10:
             raise ValueError(f"Opus complexity must be 0..10, not {self.complexity}")
 
@@ -134,12 +140,15 @@ class OpusEncoder:
 
         While loss is expected below `FEC_SUPERWIDEBAND_BITRATE`, the audio band is capped at
         wideband (8 kHz), where the FEC fits: a lost packet rebuilt from its successor is
-        heard, the band above 8 kHz hardly.
+        heard, the band above 8 kHz hardly. The rate rises to `fec_bitrate` meanwhile.
         """
         percent = max(0, min(100, percent))
         self._encoder.packet_loss_perc = percent
-        capped = self.settings.fec and percent > 0 and self.settings.bitrate < FEC_SUPERWIDEBAND_BITRATE
+        settings = self.settings
+        protecting = settings.fec and percent > 0
+        capped = protecting and settings.bitrate < FEC_SUPERWIDEBAND_BITRATE
         self._encoder.max_bandwidth = OPUS_BANDWIDTH_WIDEBAND if capped else OPUS_BANDWIDTH_FULLBAND
+        self._encoder.bitrate = max(settings.bitrate, settings.fec_bitrate) if protecting else settings.bitrate
 
     @property
     def expected_loss(self) -> int:
@@ -196,7 +205,7 @@ class OpusDecoder:
         frames = self._parse(payload, len(payload), None, None, self._frame_sizes, None)
         if frames <= 0:
             raise CodecError(f"invalid Opus packet (error {frames})")
-        n = frames * SAMPLES_PER_FRAME[payload[0] >> 3]
+        n = int(frames) * SAMPLES_PER_FRAME[payload[0] >> 3]
         if n > MAX_FRAME_SAMPLES:
             raise CodecError(f"invalid Opus packet ({n} samples)")
         return n

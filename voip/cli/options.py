@@ -49,10 +49,17 @@ def add_codec_options(parser: argparse.ArgumentParser, sending: bool = True) -> 
             help="Opus in-band FEC, driven by the loss the receiver reports (default on)",
         )
         group.add_argument(
+            "--fec-bitrate",
+            type=_fec_bitrate,
+            default=32000,
+            help="Opus bitrate while the receiver reports loss and FEC is on, so the FEC copy has "
+            "bits of its own rather than the frame's (default 32k; 0: keep --bitrate)",
+        )
+        group.add_argument(
             "--dtx", action=argparse.BooleanOptionalAction, default=False, help="discontinuous transmission"
         )
     else:
-        parser.set_defaults(bitrate=24000, frame_ms=20, complexity=10, fec=True, dtx=False)
+        parser.set_defaults(bitrate=24000, frame_ms=20, complexity=10, fec=True, fec_bitrate=32000, dtx=False)
     group.add_argument("--jitter-min-ms", type=_delay_ms, default=0.0, help="lower bound of playout delay")
     group.add_argument("--jitter-max-ms", type=_delay_ms, default=500.0, help="upper bound of playout delay")
     group.add_argument("--payload-type", type=_payload_type, default=111, help="RTP payload type (default 111)")
@@ -144,6 +151,10 @@ def _bitrate(text: str) -> int:
     return bps
 
 
+def _fec_bitrate(text: str) -> int:
+    return 0 if text.strip() == "0" else _bitrate(text)
+
+
 def _network(text: str) -> NetworkSpec:
     try:
         return NetworkSpec.parse(text)
@@ -195,6 +206,7 @@ def session_config(args: argparse.Namespace, remote: Address | None = None) -> S
             frame_ms=args.frame_ms,
             complexity=args.complexity,
             fec=args.fec,
+            fec_bitrate=args.fec_bitrate,
             dtx=args.dtx,
         )
         jitter = JitterConfig(min_delay_ms=args.jitter_min_ms, max_delay_ms=args.jitter_max_ms)
