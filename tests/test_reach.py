@@ -401,3 +401,4 @@ def test_a_call_survives_its_link_going_down_for_three_seconds(processes: Proces
     assert level > -30, f"the tone did not come back: {level:.1f} dBFS"
     values = json.loads(stats.read_text())
     assert values["packets_sent"] > 300  # it kept sending through the outage and after
+    assert values["send_errors"] >= 100, values  # 3 s of 20 ms frames refused ("network unreachable"), counted
