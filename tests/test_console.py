@@ -95,7 +95,9 @@ def test_into_a_log_a_plain_line_comes_every_few_seconds():
 
 def test_the_summary_table_shows_every_statistic_once_with_its_unit():
     keys = [key for _, entries in SUMMARY_ROWS for key, _ in entries]
-    assert sorted(keys) == sorted([*(f.name for f in dataclasses.fields(StreamStats)), "mos", "call_setup_ms", "send_errors"])
+    assert sorted(keys) == sorted(
+        [*(f.name for f in dataclasses.fields(StreamStats)), "mos", "call_setup_ms", "send_errors"]
+    )
     table = summary_table(StreamStats(packets_received=50, packets_lost=2, jitter_ms=4.25), {"call_setup_ms": 31.0})
     assert "received 50, lost 2" in table and "jitter 4.2 ms" in table and "call set-up 31 ms" in table
     assert "round trip" not in table and "echo" not in table  # unknown: no RTCP yet, no processing
