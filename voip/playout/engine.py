@@ -186,7 +186,10 @@ class JitterBuffer:
     def push(self, timestamp: int, payload: bytes, samples: int, now: float) -> PushResult:
         """Insert one packet: its 32-bit RTP timestamp, payload and duration (validated by the caller)."""
         ts = self._store.unwrap(timestamp)
-        if self._playout_ts is not None and ts - self._playout_ts > self.config.resync_after_s * SAMPLE_RATE:
+        # How far ahead of what is playing now: the playout point stands still while the buffer
+        # conceals an empty stretch, so a stream back from an outage is measured from past it.
+        ahead = ts - self._playout_ts - self._concealed_ahead if self._playout_ts is not None else 0
+        if ahead > self.config.resync_after_s * SAMPLE_RATE:
             self._resync(now)
         if self._decoder.has_fec(payload):
             self.fec_packets += 1
@@ -226,13 +229,15 @@ class JitterBuffer:
 
     def new_source(self, now: float) -> None:
         """Another sender took over (a restarted one: new SSRC, new timeline): what is buffered
-        of the old one is dropped and playout starts over; what was learnt of the path stays."""
-        self._store.restart()
+        of the old one is dropped (late) and playout starts over; what was learnt of the path stays."""
         self._resync(now)
+        self._store.restart()
 
     def _resync(self, now: float) -> None:
-        """The stream jumped far ahead (sender restarted its clock): start over."""
-        self._store.clear()
+        """The stream jumped far ahead (sender restarted its clock): start over. What was
+        buffered will never play: it is late."""
+        while len(self._store):
+            self._drop_oldest(now)
         self._playout_ts = None
         self._concealed_ahead = 0
         self._first_arrival = None
