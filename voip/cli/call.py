@@ -302,7 +302,7 @@ def _converse(
     assert ended is not None
     if connected_at is not None:
         stats = io.device_counters(session.stats(time.monotonic()))
-        extra = {"call_setup_ms": setup_ms, "send_errors": endpoint.send_errors}
+        extra: dict[str, object] = {"call_setup_ms": setup_ms, "send_errors": endpoint.send_errors}
         summary(f"call ended: {ended.reason}", stats, args, extra=extra)
         draw_timeline(args, session, stats, f"call with {show(control.peer) if control.peer else '-'}")
     elif ended.normal and ended.reason != "interrupted":
