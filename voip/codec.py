@@ -42,8 +42,8 @@ class OpusSettings:
     dtx: bool = False
     expected_loss_percent: int = 0
     # While loss is expected and FEC is on, the encoder runs at least at this rate (0: never
-    # more than `bitrate`): the FEC copy takes its bits from the frame itself, which at
-    # 24 kbit/s is heard even when no packet is lost (docs/benchmarks.md, bench_fec).
+    # more than `bitrate`): the FEC copy of a frame takes its bits from the frame it rides in,
+    # so the rate rises to give it bits of its own.
     fec_bitrate: int = 32000
 
     def __post_init__(self) -> None:
@@ -200,8 +200,8 @@ class OpusDecoder:
     def packet_samples(self, payload: bytes) -> int:
         if not payload:
             raise CodecError("empty Opus packet")
-        # The frame lengths must add up, or the decoder refuses the packet when its turn comes
-        # (found by scripts/fuzz): libopus parses them, the TOC byte gives each frame's length.
+        # The frame lengths must add up, or the decoder refuses the packet when its turn comes:
+        # libopus parses them, the TOC byte gives each frame's length.
         frames = self._parse(payload, len(payload), None, None, self._frame_sizes, None)
         if frames <= 0:
             raise CodecError(f"invalid Opus packet (error {frames})")
