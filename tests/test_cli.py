@@ -98,18 +98,21 @@ def test_loopback_fec_beats_no_fec_under_loss(tmp_path, speech):
 @pytest.mark.parametrize("ppm", [10000, -10000])
 def test_loopback_absorbs_a_drifting_sender_clock(tmp_path, ppm):
     """In real time, the file source runs 1% fast (slow): 80 ms more (less) audio than the 8 s
-    the receiver plays. The buffer shortens (lengthens) by most of that. That it conceals
-    nothing doing so is test_session's (simulated time): here a loaded machine's scheduling
-    stall may cost a packet or two."""
+    the receiver plays. The receiver removes (makes up) most of that, by stretching speech.
+    On a loaded machine a scheduling stall can make it conceal a frame or two instead, and
+    then it has that much less to stretch: so the test counts all the audio the receiver
+    made up, concealment included. Without stretching, a slow sender's 80 ms would all be
+    concealed and a fast one's would pile up in the buffer. That nothing is concealed at
+    all is test_session's (simulated time)."""
     stats = tmp_path / "s.json"
     network = f"drift={ppm}ppm"
     result = run_voip("loopback", "--in", "speech", "--out", "null", "--network", network, "--stats-json", str(stats))
     assert result.returncode == 0, result.stderr
     values = json.loads(stats.read_text())
-    stretched = values["accelerated_ms"] - values["expanded_ms"]
-    # what is not stretched yet is the buffer still settling on its target when the file ends
-    assert 40 <= (stretched if ppm > 0 else -stretched) <= 120, values
-    assert values["concealed_ms"] <= 40 and values["packets_late"] <= 2
+    made_up = values["expanded_ms"] - values["accelerated_ms"] + values["concealed_ms"]
+    # what is not made up yet is the buffer still settling on its target when the file ends
+    assert 40 <= (-made_up if ppm > 0 else made_up) <= 120, values
+    assert values["concealed_ms"] <= 40 and values["packets_late"] <= 2, values
 
 
 def test_loopback_reports_latency_and_writes_all_stats_keys(tmp_path):
