@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import Processes, assert_speech_carried, free_udp_port, run_voip, voip_command
 from tests.netlab import cannot_make_namespaces
 from voip.io.files import read_48k
+from voip.playout import JitterConfig
 from voip.rtcp import Bye, serialize_compound
 
 SPEECH_A = str(Path(__file__).resolve().parent.parent / "voip" / "data" / "speech.wav")
@@ -190,12 +191,16 @@ def test_a_caller_stopped_for_three_seconds_is_heard_again_at_once_without_a_bur
     after a network outage), not 150 packets too late to play. The listener plays the first
     packet after the jump at once (issue 12: within 200 ms), not after refilling a buffer or
     waiting out the old timeline: it conceals the stop, less what it had buffered, and not
-    200 ms more."""
+    200 ms more. Within 5 s its buffer is back on target (the mean delay of the fifth second,
+    from `--metrics`), as in test_jitter's outage test."""
     port = free_udp_port()
-    stats = tmp_path / "listener.json"
-    listener = _listener(processes, "127.0.0.1", port, "--in", "silence", "--out", "null", "--stats-json", str(stats))
+    stats, metrics = tmp_path / "listener.json", tmp_path / "listener.jsonl"
+    listener = _listener(
+        processes, "127.0.0.1", port, "--in", "silence", "--out", "null", "--stats-json", str(stats),
+        "--metrics", str(metrics),
+    )  # fmt: skip
     caller = processes.start(
-        voip_command("call", f"127.0.0.1:{port}", "--in", "tone:440", "--out", "null", "--duration", "7")
+        voip_command("call", f"127.0.0.1:{port}", "--in", "tone:440", "--out", "null", "--duration", "11")
     )
     _wait_for_line(caller, "connected to")
     time.sleep(2.0)
@@ -203,6 +208,7 @@ def test_a_caller_stopped_for_three_seconds_is_heard_again_at_once_without_a_bur
     stopped = time.monotonic()
     time.sleep(3.0)  # the fault itself: three seconds of a process that does not run
     os.killpg(caller.pid, signal.SIGCONT)
+    resumed = time.time()  # wall time, as --metrics stamps its lines
     stood_ms = (time.monotonic() - stopped) * 1000.0
     caller.communicate(timeout=30)
     listener.communicate(timeout=30)
@@ -212,7 +218,25 @@ def test_a_caller_stopped_for_three_seconds_is_heard_again_at_once_without_a_bur
     assert stood_ms - 500 <= values["concealed_ms"] <= stood_ms + 200, (stood_ms, values)
     # before the skip: ~100 late of a 2 s stop, the whole stall sent at once
     assert values["packets_late"] <= 3 and values["packets_lost"] == 0, values
-    assert values["packets_received"] < 250  # 7 s of 20 ms frames, less the 3 s that were skipped
+    assert values["packets_received"] < 450  # 11 s of 20 ms frames, less the 3 s that were skipped
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    before = _mean_buffer_delay(lines, resumed - 5.0, resumed - 3.5)  # the call's second second
+    fifth = _mean_buffer_delay(lines, resumed + 4.0, resumed + 5.0)
+    target = next(line["buffer_target_ms"] for line in lines if line["time"] >= resumed + 5.0)
+    print(
+        f"buffer delay before the stop {before:.1f} ms, in the fifth second after {fifth:.1f} ms (target {target:.1f})"
+    )
+    assert abs(fifth - target) <= JitterConfig().shorten_min_ms and fifth <= before + 20.0
+
+
+def _mean_buffer_delay(lines: list[dict], start: float, end: float) -> float:
+    """The mean buffer delay of the packets played between two `--metrics` lines: the first
+    lines stamped at or after `start` and `end`."""
+    first = next(line for line in lines if line["time"] >= start)
+    last = next(line for line in lines if line["time"] >= end)
+    played = last["packets_played"] - first["packets_played"]
+    total = last["buffer_delay_ms"] * last["packets_played"] - first["buffer_delay_ms"] * first["packets_played"]
+    return float(total / played)
 
 
 def test_a_listener_killed_mid_call_is_gone_long_before_the_timeout(processes: Processes):

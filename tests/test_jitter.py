@@ -408,6 +408,40 @@ def test_after_a_two_second_outage_the_delay_is_back_on_target_within_five_secon
         assert jb.stats(n * STEP).concealed_ms >= 1800, kind  # the outage itself was concealed
 
 
+def noise_payloads(n, level=0.03):
+    """Steady noise at about -30 dBFS: a fan, a noisy line. No pauses, and no periods."""
+    pcm = (level * np.random.default_rng(1).standard_normal(n * FRAME)).astype(np.float32)
+    encoder = L16Encoder(FRAME)
+    return [encoder.encode(pcm[i * FRAME : (i + 1) * FRAME]) for i in range(n)]
+
+
+@pytest.mark.parametrize("sound", ["tone", "noise"])
+def test_sound_that_never_pauses_is_back_on_target_within_five_seconds_of_an_outage(sound):
+    """A sender stopped for 3 s (SIGSTOP) skips the time it missed, and its first packets after
+    come late, at once, as its process catches up: the buffer, which plays the first at once,
+    then holds ~60 ms more than its target. Speech gives that back in its next pause; a tone or
+    steady noise has none, and kept it for the rest of the call (found in test_call's SIGSTOP
+    test). Once no pause has come for `pause_wait_s` the buffer shortens the sound itself."""
+    n = 700
+    arrivals = {}
+    for i in range(n):
+        if 200 <= i < 350:  # 4 s to 7 s: the sender stopped, and skips those timestamps
+            continue
+        arrivals[i] = i * STEP + abs(random.Random(i).gauss(0, 0.002))
+        if 350 <= i < 353:  # the first three after it, at once with the fourth
+            arrivals[i] = max(arrivals[i], 353 * STEP)
+    payloads = sine_payloads(n) if sound == "tone" else noise_payloads(n)
+    levels = {}
+    for wait_s in (JitterConfig().pause_wait_s, 1e9):
+        jb = JitterBuffer(L16Decoder(), JitterConfig(pause_wait_s=wait_s))
+        trace: list[tuple[float, float, float]] = []
+        drive(jb, arrivals, payloads, n + 30, trace, pull=480)
+        levels[wait_s] = float(np.mean([level - target for t, level, target in trace if 12.0 <= t < 14.0]))
+    config = JitterConfig()
+    assert levels[config.pause_wait_s] <= config.shorten_min_ms + config.margin_ms  # the shortening hysteresis
+    assert levels[1e9] >= 50.0  # never shortening: the excess stays, as it did
+
+
 @pytest.mark.parametrize("outage_s", [2.9, 3.0, 3.1, 3.5])
 def test_packets_held_through_an_outage_are_counted_late_not_lost_from_the_books(outage_s):
     """A link that holds the packets of an outage and then delivers them at once, just ahead of

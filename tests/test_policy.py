@@ -12,6 +12,7 @@ BASE = Situation(
     headroom=0.03,
     margin=0.0025,
     in_pause=False,
+    pause_overdue=False,
     spare=0,
     pull=PULL,
     settled=True,
@@ -40,6 +41,12 @@ BASE = Situation(
         ({"excess": 0.015, "in_pause": True, "spare": 480}, Decision(Action.SHORTEN, 960)),
         ({"excess": 0.03, "in_pause": True, "settled": False}, KEEP),  # only the spare, until settled
         ({"excess": 0.12}, Decision(Action.SHORTEN, 5760)),  # far too late: speech too
+        (
+            {"excess": 0.03, "pause_overdue": True},
+            Decision(Action.SHORTEN, 1440, any_period=True),
+        ),  # no pause is coming
+        ({"excess": 0.015, "pause_overdue": True}, KEEP),  # ...but less than shorten_min can go
+        ({"excess": -0.01, "pause_overdue": True}, KEEP),  # short of target: lengthening has its own rules
         ({"excess": -0.0002, "in_pause": True}, KEEP),  # rounding, not a shortfall
     ],
 )

@@ -503,6 +503,7 @@ class Session:
             buffer_target_ms=j.buffer_target_ms,
             accelerated_ms=j.accelerated_ms,
             expanded_ms=j.expanded_ms,
+            packets_played=j.packets_played,
             bitrate_kbps=self._bitrate_kbps(now),
             frame_ms=self.frame_samples * 1000.0 / SAMPLE_RATE,
             lookahead_ms=self.codec_delay_samples * 1000.0 / SAMPLE_RATE,

@@ -161,7 +161,8 @@ class StreamStats:
     rtt_ms: float | None = None
     remote_fraction_lost: float | None = None  # what the peer reports of our stream (RTCP)
     remote_jitter_ms: float | None = None
-    buffer_delay_ms: float = 0.0
+    buffer_delay_ms: float = 0.0  # mean over the packets played; the mean between two readings is
+    packets_played: int = 0  # (delay2 * played2 - delay1 * played1) / (played2 - played1), as in W3C's stats
     buffer_delay_p95_ms: float = 0.0
     buffer_target_ms: float = 0.0
     accelerated_ms: float = 0.0

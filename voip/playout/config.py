@@ -28,6 +28,7 @@ class JitterConfig:
     shorten_min_ms: float = 20.0  # shorten only when this much can go
     speech_deficit_ms: float = 2.5  # lengthen speech only when this far short of target; less waits for a pause
     far_too_late_ms: float = 300.0  # shorten speech only when this far above target
+    pause_wait_s: float = 4.0  # or when no pause came for this long (music, a tone, steady noise)
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_delay_ms <= self.max_delay_ms:

@@ -73,6 +73,7 @@ class JitterStats:
     buffer_target_ms: float
     accelerated_ms: float
     expanded_ms: float
+    packets_played: int
 
 
 class PunctualityWindow:
@@ -143,6 +144,7 @@ class JitterBuffer:
         self._fifo = np.zeros(0, dtype=np.float32)
         self._last_samples = 960
         self._quiet_samples = 0  # decoded low-energy audio in a row: how deep into a pause we are
+        self._since_pause = 0  # decoded audio since the last pause: music, a tone or a noisy line has none
         self._stretch_budget = float(2 * MAX_LAG)  # samples of speech stretching allowed now
         self._first_arrival: float | None = None
         self._bye = False  # the sender said BYE
@@ -377,12 +379,15 @@ class JitterBuffer:
     def _situation(self, pcm: Pcm, excess: float, left: int, now: float) -> Situation:
         quiet = _rms(pcm) < LOW_ENERGY_RMS
         self._quiet_samples = self._quiet_samples + len(pcm) if quiet else 0
+        in_pause = self._quiet_samples >= PAUSE_SAMPLES
+        self._since_pause = 0 if in_pause else self._since_pause + len(pcm)
         config = self.config
         return Situation(
             excess=excess,
             headroom=self._window.least_wait,
             margin=config.margin_ms / 1000.0,
-            in_pause=self._quiet_samples >= PAUSE_SAMPLES,
+            in_pause=in_pause,
+            pause_overdue=self._since_pause >= config.pause_wait_s * SAMPLE_RATE,
             spare=left % self._pull_samples,
             pull=self._pull_samples,
             settled=self._window.full(now),
@@ -500,6 +505,7 @@ class JitterBuffer:
             buffer_target_ms=self.target_playout_delay(now) * 1000.0,
             accelerated_ms=_ms(self._accelerated_samples),
             expanded_ms=_ms(self._expanded_samples),
+            packets_played=played,
         )
 
 

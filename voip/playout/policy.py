@@ -13,6 +13,9 @@ Why these rules (measured in docs/benchmarks.md):
   `speech_deficit` (the target rose a lot), or when packets are about to come late (the
   least punctual one had less than `margin` to spare); it shortens only when far too
   much is buffered (`far_too_late`), as with clock drift piling up;
+* sound that never pauses (music, a tone, a line with steady noise) would keep whatever it
+  buffered for ever: once no pause has come for `pause_wait_s`, it is shortened in place,
+  where its periods match or not (noise has none);
 * needs come at pulls: what is queued beyond the next pull (`spare`) can be cut without
   moving any need; beyond that, each pull crossed moves every later need a pull sooner.
   Lengthening gains punctuality only when it crosses a pull.
@@ -41,6 +44,7 @@ class Situation:
     headroom: float  # seconds the least punctual packet of the window arrived before it was needed
     margin: float  # seconds of headroom below which packets are about to come late
     in_pause: bool  # deep enough in quiet audio that a change of delay is inaudible
+    pause_overdue: bool  # no pause for so long that none is coming soon
     spare: int  # samples queued beyond the next pull's need: cut without moving any need
     pull: int  # samples per pull
     settled: bool  # the punctuality window has seen a whole window since the last change
@@ -54,7 +58,7 @@ class Situation:
 class Decision:
     action: Action
     samples: int = 0  # how much to add or cut
-    any_period: bool = False  # lengthen speech even where its periods match poorly (an emergency)
+    any_period: bool = False  # stretch sound even where its periods match poorly (an emergency, no pauses)
 
 
 KEEP = Decision(Action.KEEP)
@@ -70,6 +74,6 @@ def decide(s: Situation) -> Decision:
         return Decision(Action.LENGTHEN, crossings * s.pull - s.spare, any_period)
     whole_pulls = s.pull * math.floor(s.excess * SAMPLE_RATE / s.pull) if s.settled else 0
     cuttable = s.spare + max(0, whole_pulls)
-    if cuttable < s.shorten_min or not (s.in_pause or s.excess >= s.far_too_late):
+    if cuttable < s.shorten_min or not (s.in_pause or s.pause_overdue or s.excess >= s.far_too_late):
         return KEEP
-    return Decision(Action.SHORTEN, cuttable)
+    return Decision(Action.SHORTEN, cuttable, any_period=s.pause_overdue and not s.in_pause)
