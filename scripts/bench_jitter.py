@@ -366,9 +366,14 @@ class Case:
         )
 
 
-def make_case(trace: Trace, seed: int) -> Case:
+def make_case(trace: Trace, seed: int, noise_dbfs: float | None = None) -> Case:
+    """`noise_dbfs`: white noise under the speech, sent and judged with it (a noisy line,
+    whose pauses are never digital silence); the utterances are those of the clean speech."""
     reference, utterances = conversation(trace.speech_s)
     reference = reference[: len(reference) // FRAME * FRAME]
+    if noise_dbfs is not None:
+        noise = np.random.default_rng(seed).standard_normal(len(reference)) * 10 ** (noise_dbfs / 20)
+        reference = (reference + noise).astype(np.float32)
     packets, lookahead_ms = encode(reference, round(trace.loss * 100))
     return Case(reference, utterances, packets, arrivals_of(trace, len(packets), seed), lookahead_ms)
 
@@ -414,13 +419,13 @@ def best_delay(sweeps: list[dict[int, Score]]) -> int:
 
 
 def run_case(
-    job: tuple[Trace, int, JitterConfig, bool, bool, int | None, bool],
+    job: tuple[Trace, int, JitterConfig, bool, bool, int | None, bool, float | None],
 ) -> tuple[list[tuple[str, Score]], dict[int, Score]]:
     """Our receivers and the fixed ones on one trace and seed, and the whole fixed-delay sweep
     (with `ours_only`, our receiver pulled every 10 ms alone, and the fixed delay `fixed_ms`
     if given: for trying a setting against a known bar)."""
-    trace, seed, config, gstreamer, ours_only, fixed_ms, judge_plcmos = job
-    case = make_case(trace, seed)
+    trace, seed, config, gstreamer, ours_only, fixed_ms, judge_plcmos, noise_dbfs = job
+    case = make_case(trace, seed, noise_dbfs)
     ours = ("ours", case.score(run_ours(case.packets, case.arrivals, config, SAMPLE_RATE // 100), None, judge_plcmos))
     if ours_only:
         if fixed_ms is None:
@@ -440,10 +445,10 @@ def run_case(
     return rows, fixed_sweep(case)
 
 
-def refine_case(job: tuple[Trace, int, list[int]]) -> dict[int, Score]:
+def refine_case(job: tuple[Trace, int, list[int], float | None]) -> dict[int, Score]:
     """Fixed delays (ms) on one trace and seed, with both judges."""
-    trace, seed, delays_ms = job
-    case = make_case(trace, seed)
+    trace, seed, delays_ms, noise_dbfs = job
+    case = make_case(trace, seed, noise_dbfs)
     return {d: case.score(run_fixed(case.packets, case.arrivals, d / 1000)) for d in delays_ms}
 
 
@@ -502,7 +507,8 @@ def jitter_config(items: list[str]) -> JitterConfig:
         name, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not hasattr(default, name):
             raise ValueError(f"expected FIELD=VALUE with a JitterConfig field, not {item!r}")
-        changes[name] = type(getattr(default, name))(value)
+        kind = type(getattr(default, name))
+        changes[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return dataclasses.replace(default, **changes)
 
 
@@ -550,6 +556,11 @@ def main() -> None:
         default=[],
         help="a JitterConfig field for our buffer, e.g. --jitter margin_ms=5 (repeatable)",
     )
+    parser.add_argument(
+        "--noise-dbfs",
+        type=float,
+        help="white noise this loud under the speech (e.g. -40: a noisy line, with no silent pauses)",
+    )
     args = parser.parse_args()
     try:
         config = jitter_config(args.jitter)
@@ -565,11 +576,12 @@ def main() -> None:
     print(
         f"seeds {' '.join(map(str, args.seeds))}; Opus 24 kbit/s, 20 ms packets"
         + ("; ours with " + ", ".join(args.jitter) if args.jitter else "")
+        + (f"; white noise at {args.noise_dbfs:g} dBFS under the speech" if args.noise_dbfs is not None else "")
     )
     for trace in traces:  # synthesize each conversation once, before the workers need it
         conversation(trace.speech_s)
     jobs = [
-        (trace, seed, config, args.gstreamer, args.ours_only, fixed.get(trace.key), not args.pesq_only)
+        (trace, seed, config, args.gstreamer, args.ours_only, fixed.get(trace.key), not args.pesq_only, args.noise_dbfs)
         for trace in traces
         for seed in args.seeds
     ]
@@ -589,7 +601,7 @@ def main() -> None:
         }
         # The 20 ms sweep's best and its neighbours, now with both judges: the best of the three is the bar
         fixed_jobs = [
-            (trace, seed, [d for d in (bars[trace.key] + step for step in (-10, 0, 10)) if d >= 0])
+            (trace, seed, [d for d in (bars[trace.key] + step for step in (-10, 0, 10)) if d >= 0], args.noise_dbfs)
             for trace in traces
             for seed in args.seeds
         ]

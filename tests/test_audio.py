@@ -207,22 +207,22 @@ def test_measured_latency_splits_into_parts_that_add_up(audio_device):
 
 
 @pytest.mark.slow
-def test_a_minute_of_callbacks_keeps_up_with_the_device(audio_device, tmp_path):
+def test_half_a_minute_of_callbacks_keeps_up_with_the_device(audio_device, tmp_path):
     stats = tmp_path / "stats.json"
     with StolenTime() as stolen:
         result = run_voip(
-            "loopback", "--in", "mic", "--out", "speaker", "--duration", "60", "--quiet", "--stats-json", str(stats),
-            timeout=120,
+            "loopback", "--in", "mic", "--out", "speaker", "--duration", "30", "--quiet", "--stats-json", str(stats),
+            timeout=90,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     values = json.loads(stats.read_text())
     print(f"glitches {_glitches(values)}, stolen by the hypervisor: {stolen.share:.0%}")
     # A loop that answers the device late by design (PipeWire asks in bursts) glitches every
-    # second or so: 60 a minute. A busy machine costs an isolated block or two (real-time
-    # scheduling); one whose hypervisor takes its CPUs away costs more (3 and 10 in two
-    # fresh-clone runs), and nothing inside it can help that.
-    assert _glitches(values) <= (6 if stolen.share < MUCH_STOLEN else 20), values
-    assert values["packets_received"] >= 2900  # 20 ms frames for 60 s, less the start
+    # second or so: 30 here. A busy machine costs an isolated block or two (real-time
+    # scheduling); one whose hypervisor takes its CPUs away costs more (3 and 10 in a minute,
+    # in two fresh-clone runs), and nothing inside it can help that.
+    assert _glitches(values) <= (6 if stolen.share < MUCH_STOLEN else 12), values
+    assert values["packets_received"] >= 1400  # 20 ms frames for 30 s, less the start
 
 
 def test_a_device_that_vanishes_ends_the_run_with_one_clear_reason(audio_device, tmp_path, processes: Processes):

@@ -442,6 +442,68 @@ def test_sound_that_never_pauses_is_back_on_target_within_five_seconds_of_an_out
     assert levels[1e9] >= 50.0  # never shortening: the excess stays, as it did
 
 
+def noisy_speechlike_payloads(n, noise_level=0.01):
+    """`speechlike_payload` over steady noise at -40 dBFS: its pauses are never silent."""
+    noise = (noise_level * np.random.default_rng(3).standard_normal(n * FRAME)).astype(np.float32)
+    decoder, encoder = L16Decoder(), L16Encoder(FRAME)
+    return [
+        encoder.encode(decoder.decode(speechlike_payload(i)) + noise[i * FRAME : (i + 1) * FRAME]) for i in range(n)
+    ]
+
+
+class _Remembering(L16Decoder):
+    def __init__(self, payloads: list[bytes]) -> None:
+        super().__init__()
+        self.index = {payload: i for i, payload in enumerate(payloads)}
+        self.last = -1
+
+    def decode(self, payload: bytes):
+        self.last = self.index[payload]
+        return super().decode(payload)
+
+
+class _WhereStretched(Timeline):
+    """Notes, for every stretch, whether the packet just decoded was a word or a pause."""
+
+    def __init__(self, decoder: _Remembering) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.in_words: list[float] = []  # ms, of stretches inside the tone bursts
+
+    def stretched(self, now: float, ms: float) -> None:
+        super().stretched(now, ms)
+        if (self.decoder.last // 10) % 2 == 0:
+            self.in_words.append(ms)
+
+
+def test_a_noisy_line_gives_back_an_excess_in_its_pauses_not_in_its_words():
+    """The outage of the test above, on speech over -40 dBFS noise. Its pauses are the noise
+    floor, 30 dB under the talker: the buffer shortens there. Counting only what is under
+    -45 dBFS as a pause, it found none, and after `pause_wait_s` cut into the words."""
+    n = 700
+    arrivals = {}
+    for i in range(n):
+        if 200 <= i < 350:
+            continue
+        arrivals[i] = i * STEP + abs(random.Random(i).gauss(0, 0.002))
+        if 350 <= i < 353:
+            arrivals[i] = max(arrivals[i], 353 * STEP)
+    payloads = noisy_speechlike_payloads(n)
+    results = {}
+    for relative in (True, False):
+        decoder = _Remembering(payloads)
+        timeline = _WhereStretched(decoder)
+        jb = JitterBuffer(decoder, JitterConfig(relative_pauses=relative), timeline)
+        trace: list[tuple[float, float, float]] = []
+        drive(jb, arrivals, payloads, n + 30, trace, pull=480)
+        excess = float(np.mean([level - target for t, level, target in trace if 9.0 <= t < 10.0]))
+        results[relative] = (excess, sum(abs(ms) for ms in timeline.in_words))
+    config = JitterConfig()
+    assert results[True][0] <= config.shorten_min_ms + config.margin_ms  # given back within 2 s...
+    assert results[True][1] == 0  # ...all of it in pauses
+    assert results[False][1] >= 20  # the words were cut instead
+
+
 @pytest.mark.parametrize("outage_s", [2.9, 3.0, 3.1, 3.5])
 def test_packets_held_through_an_outage_are_counted_late_not_lost_from_the_books(outage_s):
     """A link that holds the packets of an outage and then delivers them at once, just ahead of

@@ -28,6 +28,7 @@ class JitterConfig:
     shorten_min_ms: float = 20.0  # shorten only when this much can go
     speech_deficit_ms: float = 2.5  # lengthen speech only when this far short of target; less waits for a pause
     far_too_late_ms: float = 300.0  # shorten speech only when this far above target
+    relative_pauses: bool = True  # sound near the noise floor, well under the talker, is a pause too
     pause_wait_s: float = 4.0  # or when no pause came for this long (music, a tone, steady noise)
 
     def __post_init__(self) -> None:

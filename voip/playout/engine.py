@@ -34,12 +34,12 @@ from voip import SAMPLE_RATE
 from voip.codec import Decoder, Pcm
 from voip.playout.config import JitterConfig
 from voip.playout.delay import DelayModel
+from voip.playout.pauses import PauseDetector
 from voip.playout.policy import Action, Situation, decide
 from voip.playout.store import Buffered, PacketStore, PushResult
 from voip.playout.stretch import MAX_LAG, MIN_LAG, accelerate, best_period, expand
 from voip.timeline import Timeline
 
-LOW_ENERGY_RMS = 10 ** (-45 / 20)  # a pause in speech; dropping or repeating it is inaudible
 PAUSE_SAMPLES = SAMPLE_RATE // 10  # this much quiet audio in a row is a pause
 PERIODIC = 0.9  # correlation of neighbouring periods above which a period can go or repeat unheard
 INTERRUPTION_MS = 150.0  # W3C: concealment runs this long count as an interruption
@@ -143,7 +143,8 @@ class JitterBuffer:
         self._concealed_ahead = 0  # samples concealed past the playout point while nothing was here
         self._fifo = np.zeros(0, dtype=np.float32)
         self._last_samples = 960
-        self._quiet_samples = 0  # decoded low-energy audio in a row: how deep into a pause we are
+        self._pauses = PauseDetector(self.config.relative_pauses)
+        self._quiet_samples = 0  # decoded quiet audio in a row: how deep into a pause we are
         self._since_pause = 0  # decoded audio since the last pause: music, a tone or a noisy line has none
         self._stretch_budget = float(2 * MAX_LAG)  # samples of speech stretching allowed now
         self._first_arrival: float | None = None
@@ -377,7 +378,7 @@ class JitterBuffer:
         return (math.floor((left + samples) / pull) - math.floor(left / pull)) * pull / SAMPLE_RATE
 
     def _situation(self, pcm: Pcm, excess: float, left: int, now: float) -> Situation:
-        quiet = _rms(pcm) < LOW_ENERGY_RMS
+        quiet = self._pauses.quiet(_rms(pcm), len(pcm))
         self._quiet_samples = self._quiet_samples + len(pcm) if quiet else 0
         in_pause = self._quiet_samples >= PAUSE_SAMPLES
         self._since_pause = 0 if in_pause else self._since_pause + len(pcm)
