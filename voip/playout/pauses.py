@@ -18,7 +18,7 @@ SILENT_DBFS = -45.0  # quiet whatever the stream
 NEAR_FLOOR_DB = 6.0  # within this of the noise floor...
 UNDER_SPEECH_DB = 20.0  # ...and this far under the speech level: the noise between words
 FLOOR_RISE_DB_PER_S = 3.0  # through an utterance the floor creeps up only a little
-SPEECH_FALL_DB_PER_S = 2.0  # a listener's turn of half a minute does not forget the talker
+SPEECH_FALL_DB_PER_S = 2.0  # the talker is forgotten over ~10 s without speech: then noise alone has no pauses
 
 
 class PauseDetector:
