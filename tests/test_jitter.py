@@ -415,6 +415,19 @@ def noise_payloads(n, level=0.03):
     return [encoder.encode(pcm[i * FRAME : (i + 1) * FRAME]) for i in range(n)]
 
 
+def stopped_sender_arrivals(n: int) -> dict[int, float]:
+    """A sender stopped from 4 s to 7 s (SIGSTOP) that skips those timestamps, and whose first
+    three packets after it come late, at once with the fourth, as its process catches up."""
+    arrivals = {}
+    for i in range(n):
+        if 200 <= i < 350:
+            continue
+        arrivals[i] = i * STEP + abs(random.Random(i).gauss(0, 0.002))
+        if 350 <= i < 353:
+            arrivals[i] = max(arrivals[i], 353 * STEP)
+    return arrivals
+
+
 @pytest.mark.parametrize("sound", ["tone", "noise"])
 def test_sound_that_never_pauses_is_back_on_target_within_five_seconds_of_an_outage(sound):
     """A sender stopped for 3 s (SIGSTOP) skips the time it missed, and its first packets after
@@ -423,13 +436,7 @@ def test_sound_that_never_pauses_is_back_on_target_within_five_seconds_of_an_out
     steady noise has none, and kept it for the rest of the call (found in test_call's SIGSTOP
     test). Once no pause has come for `pause_wait_s` the buffer shortens the sound itself."""
     n = 700
-    arrivals = {}
-    for i in range(n):
-        if 200 <= i < 350:  # 4 s to 7 s: the sender stopped, and skips those timestamps
-            continue
-        arrivals[i] = i * STEP + abs(random.Random(i).gauss(0, 0.002))
-        if 350 <= i < 353:  # the first three after it, at once with the fourth
-            arrivals[i] = max(arrivals[i], 353 * STEP)
+    arrivals = stopped_sender_arrivals(n)
     payloads = sine_payloads(n) if sound == "tone" else noise_payloads(n)
     levels = {}
     for wait_s in (JitterConfig().pause_wait_s, 1e9):
@@ -481,13 +488,7 @@ def test_a_noisy_line_gives_back_an_excess_in_its_pauses_not_in_its_words():
     floor, 30 dB under the talker: the buffer shortens there. Counting only what is under
     -45 dBFS as a pause, it found none, and after `pause_wait_s` cut into the words."""
     n = 700
-    arrivals = {}
-    for i in range(n):
-        if 200 <= i < 350:
-            continue
-        arrivals[i] = i * STEP + abs(random.Random(i).gauss(0, 0.002))
-        if 350 <= i < 353:
-            arrivals[i] = max(arrivals[i], 353 * STEP)
+    arrivals = stopped_sender_arrivals(n)
     payloads = noisy_speechlike_payloads(n)
     results = {}
     for relative in (True, False):
