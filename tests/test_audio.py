@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -22,12 +23,14 @@ import pytest
 from tests.conftest import (
     REAL_TIME_ATTEMPTS,
     Processes,
+    free_udp_port,
     opus_alone,
     run_voip,
     start_virtual_audio,
     stop_virtual_audio,
     voip_command,
 )
+from tests.test_call import _wait_for_line
 from voip.errors import VoipError
 from voip.io.audio import Device, Speaker, find_device
 from voip.io.files import bundled_speech
@@ -249,6 +252,65 @@ def test_a_device_that_vanishes_ends_the_run_with_one_clear_reason(audio_device,
     assert time.monotonic() - stopped_at < 5
     # PortAudio's ALSA layer prints its own diagnostics as the server goes; ours is one line
     assert "voip: audio device" in err and "stopped (unplugged, or the sound server went away)" in err
+
+
+def _stop_for(proc: subprocess.Popen[str], seconds: float) -> None:
+    os.kill(proc.pid, signal.SIGSTOP)
+    time.sleep(seconds)  # the fault itself: a process that does not run
+    os.kill(proc.pid, signal.SIGCONT)
+
+
+def _receiver(processes: Processes, port: int, stats: Path, *out: str) -> subprocess.Popen[str]:
+    receiver = processes.start(
+        voip_command("receive", "--bind", "127.0.0.1", "--port", str(port), *out, "--stats-json", str(stats))
+    )
+    _wait_for_line(receiver, "listening on")
+    return receiver
+
+
+def test_a_speaker_that_stood_still_plays_on_from_what_is_live(audio_device, tmp_path, processes: Processes):
+    """`voip receive` to the speaker, stopped for 2 s: the device stood still with it, so what
+    came meanwhile can no longer be heard in time. It is counted late and skipped, and the
+    buffer plays on from what is live, at the delay it had. Before, the watchdog took the
+    loop's own absence for the device's silence and ended the run: "audio device stopped"."""
+    port, stats = free_udp_port(), tmp_path / "receiver.json"
+    receiver = _receiver(processes, port, stats, "--out", "speaker")
+    sender = processes.start(voip_command("send", "speech", f"127.0.0.1:{port}", "--insecure", "--quiet"))
+    _wait_for_line(receiver, "receiving from")
+    time.sleep(1.0)
+    _stop_for(receiver, 2.0)
+    sender.communicate(timeout=30)
+    _, err = receiver.communicate(timeout=30)
+    assert sender.returncode == 0 and receiver.returncode == 0, err
+    values = json.loads(stats.read_text())
+    print({key: values[key] for key in ("packets_late", "concealed_ms", "buffer_delay_ms", "packets_played")})
+    assert 80 <= values["packets_late"] <= 110  # the 2 s stood still, in 20 ms frames
+    assert values["packets_played"] + values["packets_late"] == values["packets_received"]
+    assert values["buffer_delay_ms"] <= 100.0  # the stall was not kept as delay
+
+
+def test_a_microphone_that_stood_still_leaves_a_gap_not_late_packets(audio_device, tmp_path, processes: Processes):
+    """`voip send mic`, stopped for 2 s: its device captured nothing meanwhile. The RTP clock
+    follows the ADC's, so the receiver sees a 2 s gap and plays the first packet after it at
+    once. Before, the timestamps ran on as if nothing was missed, and every packet after
+    the stop came 2 s late: 219 late and 7.3 s concealed for a 3 s stop."""
+    port, stats = free_udp_port(), tmp_path / "receiver.json"
+    receiver = _receiver(processes, port, stats, "--out", "null")
+    sender = processes.start(
+        voip_command("send", "mic", f"127.0.0.1:{port}", "--insecure", "--quiet", "--duration", "6")
+    )
+    _wait_for_line(receiver, "receiving from")
+    time.sleep(1.0)
+    stopped = time.monotonic()
+    _stop_for(sender, 2.0)
+    stood_ms = (time.monotonic() - stopped) * 1000.0
+    sender.communicate(timeout=30)
+    _, err = receiver.communicate(timeout=30)
+    assert sender.returncode == 0 and receiver.returncode == 0, err
+    values = json.loads(stats.read_text())
+    print(f"stood {stood_ms:.0f} ms", {key: values[key] for key in ("packets_late", "concealed_ms")})
+    assert values["packets_late"] <= 2
+    assert stood_ms - 500 <= values["concealed_ms"] <= stood_ms + 300
 
 
 def test_a_speaker_the_loop_answers_too_late_keeps_more_blocks_queued(audio_device):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import Processes, free_udp_port, run_voip, voip_command
-from tests.test_call import _listener
+from tests.test_call import _listener, _wait_for_line
 from voip.io.files import WAV_HEADER, WavSink, open_sink, read_48k
 
 RATE = 48000
@@ -79,3 +80,35 @@ def test_sigterm_ends_a_recording_as_ctrl_c_does(tmp_path, processes: Processes)
     sender.send_signal(signal.SIGTERM)
     sender.communicate(timeout=15)
     assert sender.returncode == 0
+
+
+def test_a_recording_whose_writer_stood_still_for_seconds_keeps_everything(tmp_path, processes: Processes):
+    """`voip receive --out FILE` stopped (SIGSTOP) for 2.5 s while the sender goes on. The
+    packets wait in the socket with the kernel's arrival stamps; after SIGCONT the loop reads
+    them first and pulls the missed frames between them, as it would have. So the recording is
+    the whole stream, with nothing concealed or stretched. Pulling the missed frames before
+    reading the socket concealed the stall, then found the buffer seconds full: 3 s of
+    stretching and 1.9 s of extra audio, or 151 packets late."""
+    port = free_udp_port()
+    path, stats = tmp_path / "got.wav", tmp_path / "receiver.json"
+    receiver = processes.start(
+        voip_command(
+            "receive", "--bind", "127.0.0.1", "--port", str(port), "--out", str(path), "--stats-json", str(stats)
+        )
+    )
+    _wait_for_line(receiver, "listening on")
+    sender = processes.start(voip_command("send", "speech", f"127.0.0.1:{port}", "--insecure", "--quiet"))
+    _wait_for_line(receiver, "receiving from")
+    time.sleep(1.0)  # into the stream, so the stall falls inside it
+    os.kill(receiver.pid, signal.SIGSTOP)
+    time.sleep(2.5)  # the fault itself: a receiver that does not run
+    os.kill(receiver.pid, signal.SIGCONT)
+    sender.communicate(timeout=30)
+    receiver.communicate(timeout=30)
+    assert sender.returncode == 0 and receiver.returncode == 0
+    values = json.loads(stats.read_text())
+    print({key: values[key] for key in ("packets_late", "concealed_ms", "expanded_ms", "accelerated_ms")})
+    assert values["packets_received"] == values["packets_played"] >= 390  # 7.88 s of 20 ms frames
+    assert values["packets_late"] == 0 and values["packets_lost"] == 0
+    assert values["concealed_ms"] + values["expanded_ms"] + values["accelerated_ms"] <= 100.0
+    assert abs(len(read_48k(path)) / RATE - 7.88) <= 0.1

@@ -561,3 +561,51 @@ def test_a_longer_route_is_not_learnt_as_jitter():
         targets[i] = model.target
     assert targets[499] <= 0.015
     assert max(targets[i] for i in range(600, 1000)) <= 0.015
+
+
+def _pull_with_a_stall(jb, arrivals, payloads, ticks, stall):
+    """Like `drive`, but the output stands still for the ticks in `stall` (no pulls), and the
+    packets that came meanwhile are pushed before the next pull, as a stopped process reads
+    them when it runs again."""
+    events = sorted((t, i) for i, t in arrivals.items())
+    out, k = [], 0
+    for tick in range(ticks):
+        if tick in stall:
+            continue
+        now = tick * STEP
+        while k < len(events) and events[k][0] <= now:
+            jb.push(events[k][1] * FRAME, payloads[events[k][1]], FRAME, events[k][0])
+            k += 1
+        out.append(jb.pull(FRAME, now))
+    return np.concatenate(out)
+
+
+def test_an_output_that_stood_still_skips_what_it_missed_and_keeps_its_delay():
+    """No pulls for 2 s (the process, and its device, stopped): the 2 s of packets that came
+    meanwhile are skipped, counted late, and playout goes on at the delay it had. Played, they
+    would add the 2 s to every later packet's delay."""
+    n = 190  # markers wrap at 200
+    payloads = [marker_payload(i) for i in range(n)]
+    jb = JitterBuffer(L16Decoder())
+    pcm = _pull_with_a_stall(jb, {i: i * STEP for i in range(n)}, payloads, n, stall=range(50, 150))
+    stats = jb.stats(n * STEP)
+    played = [i for i in played_indices(pcm) if i is not None]
+    assert 95 <= stats.packets_late <= 100 and stats.concealed_ms == 0
+    assert played == sorted(played) and played[-1] >= n - 5  # live again, to the end
+    steady = JitterBuffer(L16Decoder())
+    drive(steady, {i: i * STEP for i in range(n)}, payloads, n)
+    assert abs(jb.playout_delay - steady.playout_delay) < 0.010  # the delay of a run that never stood still
+
+
+def test_an_output_and_a_sender_that_stood_still_together_skip_nothing_after():
+    """No packets came while the output stood still (the sender stopped too, or the path was
+    down): what comes after is live and plays, all of it. At most the packets that were
+    already due when the output stopped are skipped."""
+    n = 190
+    payloads = [marker_payload(i) for i in range(n)]
+    arrivals = {i: i * STEP + (2.0 if i >= 50 else 0.0) for i in range(n)}  # the sender's clock stood still too
+    jb = JitterBuffer(L16Decoder())
+    pcm = _pull_with_a_stall(jb, arrivals, payloads, n + 110, stall=range(51, 150))
+    played = [i for i in played_indices(pcm) if i is not None]
+    assert jb.stats((n + 110) * STEP).packets_late <= 2
+    assert set(range(50, n)) <= set(played) and played == sorted(played)

@@ -192,6 +192,12 @@ class _DeviceStream:
     def fileno(self) -> int:
         return self._loop_end.fileno()
 
+    def loop_was_away(self, now: float) -> None:
+        """The loop that reads the device did not run until `now` (the process was stopped, or
+        starved): the device's silence meanwhile was not seen, so its STALL_S starts over."""
+        if self._last_activity is not None:
+            self._last_activity = max(self._last_activity, now)
+
     def check(self, now: float) -> None:
         """Raise when the device stopped: the stream died, or nothing came for STALL_S."""
         if self._last_activity is None:

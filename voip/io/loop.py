@@ -35,7 +35,8 @@ from voip.turn import TurnClient
 
 MAX_DATAGRAM = 65535
 MAX_RECEIVE_BATCH = 64  # datagrams read per wake-up, so a flood cannot starve the clock
-MAX_SOURCE_LAG_S = 0.2  # a file source this far behind its clock skips ahead instead of catching up
+MAX_CATCH_UP_BATCH = 4096  # read after a stall: more than a full socket buffer of a peer's packets
+MAX_SOURCE_LAG_S = 0.2  # a source this far behind its clock skips ahead instead of catching up
 
 
 class Probe(Protocol):
@@ -67,6 +68,7 @@ class Endpoint:
     room: Room | None = None  # a simulated room: what we play comes back into what we capture
     relay: TurnClient | None = None  # everything to and from peers goes through this TURN allocation
     source_done: bool = False
+    capture_end: float | None = None  # the microphone's ADC time just after its last sample
     send_errors: int = 0
 
     def captured(self, pcm: Pcm) -> Pcm:
@@ -150,6 +152,7 @@ class MediaLoop:
         # File sources may run on a clock that drifts against the one that plays (--network drift=).
         self.source_frame_s = self.frame_s / (1.0 + source_drift_ppm * 1e-6)
         self._next_source_tick = self.start
+        self._looked = self.start  # when the loop last looked at its sockets
 
     def run(self, should_stop: Callable[[float], bool]) -> None:
         devices = [d for ep in self.endpoints for d in (ep.speaker, ep.mic) if d is not None]
@@ -175,7 +178,7 @@ class MediaLoop:
             ep.flush_network()
 
     def _run(self, should_stop: Callable[[float], bool], devices: list[Microphone | Speaker]) -> None:
-        self._next_tick = self._next_source_tick = self.start = self.clock()
+        self._next_tick = self._next_source_tick = self.start = self._looked = self.clock()
         waitables: list[socket.socket | Microphone | Speaker] = [ep.sock for ep in self.endpoints]
         waitables += devices
         while True:
@@ -185,6 +188,8 @@ class MediaLoop:
                 tick = self._next_source_tick
                 self._next_source_tick += self.source_frame_s
                 self._read_sources(tick)
+            if now - self._next_tick >= self.frame_s:
+                self._catch_up(now)
             while now >= self._next_tick:
                 tick = self._next_tick
                 self._next_tick += self.frame_s
@@ -201,11 +206,39 @@ class MediaLoop:
                 [self._next_tick, self._next_source_tick]
                 + [t for ep in self.endpoints if (t := ep.next_deadline()) is not None]
             )
-            readable, _, _ = select.select(waitables, [], [], max(0.0, deadline - self.clock()))
+            self._looked = self.clock()
+            readable, _, _ = select.select(waitables, [], [], max(0.0, deadline - self._looked))
             if readable:
                 self._on_readable(readable)
                 if self.on_tick is not None:  # events that came with the packets are seen at once
                     self.on_tick(self.clock())
+
+    def _catch_up(self, now: float) -> None:
+        """After a stall of the process (SIGSTOP, a starved machine), the missed ticks are pulled
+        as they would have been: what came in meanwhile is read first, with its arrival times,
+        and handed over between them in time order. A recording then keeps what the socket held,
+        with the delays it would have had. Pulling the ticks first would conceal them all and
+        then find the buffer seconds full."""
+        for ep in self.endpoints:
+            for device in (ep.mic, ep.speaker):
+                if device is not None:
+                    device.loop_was_away(now)
+        arrivals = sorted(
+            ((arrival, index, data, addr) for index, ep in enumerate(self.endpoints)
+             for arrival, data, addr in self._read(ep, MAX_CATCH_UP_BATCH)),
+            key=lambda item: item[0],
+        )  # fmt: skip
+        delivered = 0
+        while now >= self._next_tick:
+            tick = self._next_tick
+            self._next_tick += self.frame_s
+            while delivered < len(arrivals) and arrivals[delivered][0] <= tick:
+                arrival, index, data, addr = arrivals[delivered]
+                self._deliver(self.endpoints[index], data, addr, arrival)
+                delivered += 1
+            self._tick(tick)
+        for arrival, index, data, addr in arrivals[delivered:]:
+            self._deliver(self.endpoints[index], data, addr, arrival)
 
     def _skip_lost_source_time(self, now: float) -> None:
         """After a stall of the process (SIGSTOP, a starved machine), file sources resume where
@@ -219,6 +252,15 @@ class MediaLoop:
             if ep.source is not None and not ep.source_done:
                 ep.session.skip_audio(frames * self.frame_samples)
 
+    def _skip_missed_capture(self, ep: Endpoint, adc: float, samples: int) -> None:
+        """Audio the microphone never captured (the process stood still, so its device did too):
+        its time passes on the RTP clock, as a file source's does, so that the receiver sees a
+        gap rather than every packet after it late by the time missed."""
+        if ep.capture_end is not None and adc - ep.capture_end > MAX_SOURCE_LAG_S:
+            frames = round((adc - ep.capture_end) / self.frame_s)
+            ep.session.skip_audio(frames * self.frame_samples)
+        ep.capture_end = adc + samples / SAMPLE_RATE
+
     def tick_now(self) -> None:
         """Start the frame clock over from now: e.g. a call connected and its file should start at once."""
         self._next_tick = self._next_source_tick = self.clock()
@@ -229,6 +271,7 @@ class MediaLoop:
         for ep in self.endpoints:  # captured audio first: encoded and sent at once
             if ep.mic is not None and ep.mic in readable:
                 for adc, pcm in ep.mic.read_blocks(now):
+                    self._skip_missed_capture(ep, adc, len(pcm))
                     if ep.probe is not None:
                         ep.probe.captured(adc, pcm)
                     ep.session.send_audio(ep.captured(pcm), now)
@@ -281,23 +324,34 @@ class MediaLoop:
                 sink.write(pcm)
 
     def _drain(self, ep: Endpoint) -> None:
-        for _ in range(MAX_RECEIVE_BATCH):
+        for now, data, addr in self._read(ep, MAX_RECEIVE_BATCH):
+            self._deliver(ep, data, addr, now)
+
+    def _read(self, ep: Endpoint, limit: int) -> list[tuple[float, bytes, Address]]:
+        """Up to `limit` datagrams from the socket, each with its arrival time."""
+        datagrams: list[tuple[float, bytes, Address]] = []
+        for _ in range(limit):
             try:
-                data, addr, now = receive(ep.sock, MAX_DATAGRAM, self.clock())
+                data, addr, now = receive(ep.sock, MAX_DATAGRAM, self.clock(), self._looked)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:  # an ICMP error for something we sent: see whether the peer's port closed
                 now = self.clock()
                 for destination in unreachable_destinations(ep.sock):
                     ep.session.unreachable(destination, now)
                 continue
-            if ep.relay is not None:
-                if (str(addr[0]).removeprefix("::ffff:"), addr[1]) != ep.relay.server:
-                    continue  # with a relay, peers come through it: anything else is a stranger's
-                unwrapped = ep.relay.receive(data, now)
-                if unwrapped is None:
-                    continue
-                data, addr = unwrapped
-            if ep.probe is not None:
-                ep.probe.received(data, now)
-            ep.session.receive_datagram(data, addr, now)
+            datagrams.append((now, data, addr))
+        return datagrams
+
+    @staticmethod
+    def _deliver(ep: Endpoint, data: bytes, addr: Address, now: float) -> None:
+        if ep.relay is not None:
+            if (str(addr[0]).removeprefix("::ffff:"), addr[1]) != ep.relay.server:
+                return  # with a relay, peers come through it: anything else is a stranger's
+            unwrapped = ep.relay.receive(data, now)
+            if unwrapped is None:
+                return
+            data, addr = unwrapped
+        if ep.probe is not None:
+            ep.probe.received(data, now)
+        ep.session.receive_datagram(data, addr, now)

@@ -21,7 +21,6 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # the kernel stamps each
 _TIMESPEC = struct.Struct("@qq")
 ARRIVAL_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 RECEIVE_BUFFER_BYTES = 4 << 20  # room for a flood's datagrams while the loop is not scheduled (docs/robustness.md)
-MAX_WAIT_S = 1.0  # a stamp further back than this is not believed (the wall clock was set meanwhile)
 
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -82,17 +81,19 @@ def open_socket(
     return sock
 
 
-def receive(sock: socket.socket, max_bytes: int, now: float) -> tuple[bytes, Address, float]:
+def receive(sock: socket.socket, max_bytes: int, now: float, since: float) -> tuple[bytes, Address, float]:
     """A datagram, its sender, and when it arrived on the caller's clock: `now` less the time it
     waited in the socket, by the kernel's stamp. Jitter is then the network's, not also the
-    loop's wake-up; where the kernel gives no stamp, `now`."""
+    loop's wake-up, and what came in while the process was stopped keeps its times. `since` is
+    when the caller last looked at the socket: no stamp is believed further back than that (the
+    wall clock, on which the kernel stamps, may have been set meanwhile). Without a stamp, `now`."""
     data, ancillary, _, addr = sock.recvmsg(max_bytes, ARRIVAL_SPACE)
     for level, kind, stamp in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
             waited = time.time() - (seconds + nanoseconds * 1e-9)  # both on the wall clock
-            if 0.0 <= waited <= MAX_WAIT_S:
-                return data, addr, now - waited
+            if waited >= 0.0:
+                return data, addr, max(now - waited, since)
     return data, addr, now
 
 

@@ -150,7 +150,8 @@ class JitterBuffer:
         self._first_arrival: float | None = None
         self._bye = False  # the sender said BYE
         self._last_fec: float | None = None  # when the last packet with in-band FEC came
-        self._pull_samples = 960
+        self._pull_samples = 960  # of the last pull
+        self._last_pull: float | None = None  # when it came
         self.playout_delay = 0.0  # seconds from the fastest path's arrival to play-out, of the last packet
         # statistics
         self.packets_late = 0
@@ -259,6 +260,11 @@ class JitterBuffer:
 
     def pull(self, samples: int, now: float) -> Pcm:
         """Exactly `samples` of audio for the output clock; silence before start and after end."""
+        if self._last_pull is not None and self._playout_ts is not None:
+            stood_still = now - self._last_pull - self._pull_samples / SAMPLE_RATE
+            if stood_still > self.config.output_stall_ms / 1000.0:
+                self._skip_missed_output(stood_still, now)
+        self._last_pull = now
         self._pull_samples = samples
         while len(self._fifo) < samples:
             chunk = self._next_chunk(now)
@@ -272,6 +278,31 @@ class JitterBuffer:
         if self.state is PlayoutState.DRAINING and not len(self._store) and not len(self._fifo):
             self._enter(PlayoutState.DRAINED, now)
         return out
+
+    def _skip_missed_output(self, seconds: float, now: float) -> None:
+        """The output stood still (the process was stopped, its device with it): the packets it
+        would have played meanwhile can no longer be heard in time. They are skipped, as late,
+        so the buffer keeps the delay it had instead of adding the stall. A packet that came
+        within the target delay of now is live and stays: if the sender stood still too,
+        nothing after the stall is skipped."""
+        assert self._playout_ts is not None
+        end = self._store.newest_end
+        if end is None:
+            return
+        missed = int(seconds * SAMPLE_RATE) // self._last_samples * self._last_samples
+        horizon = min(self._playout_ts + self._concealed_ahead + missed, end)
+        live_since = now - self.target_delay(now)
+        while (oldest := self._store.oldest) is not None and oldest < horizon:
+            packet = self._store.get(oldest)
+            assert packet is not None
+            if packet.arrival >= live_since:
+                break
+            self._drop_oldest(now)
+        oldest = self._store.oldest
+        self._playout_ts = oldest if oldest is not None and oldest < horizon else horizon
+        self._concealed_ahead = 0
+        self._fifo = self._fifo[:0]
+        self._window.restart()
 
     def target_delay(self, now: float) -> float:
         """Seconds from a fastest-path arrival to the pull that needs the packet, to steer toward.

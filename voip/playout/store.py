@@ -79,12 +79,17 @@ class PacketStore:
     def oldest(self) -> int | None:
         return self._keys[0] if self._keys else None
 
+    @property
+    def newest_end(self) -> int | None:
+        """The timestamp just after the newest packet's last sample."""
+        if not self._keys:
+            return None
+        newest = self._keys[-1]
+        return newest + self._packets[newest].samples
+
     def span_samples(self) -> int:
         """From the oldest packet's first sample to the newest packet's last."""
-        if not self._keys:
-            return 0
-        newest = self._keys[-1]
-        return newest + self._packets[newest].samples - self._keys[0]
+        return 0 if (end := self.newest_end) is None else end - self._keys[0]
 
     def __len__(self) -> int:
         return len(self._keys)
