@@ -119,7 +119,7 @@ def test_tone_played_to_the_speaker_is_captured_back_at_its_frequency(audio_devi
 
 def test_speech_played_to_the_speaker_keeps_its_quality(audio_device, speech, tmp_path):
     """PESQ-WB >= 3.0 through voip and the device, or no worse than Opus alone through the
-    device scores in the same attempt: where the machine's own sound server mangles speech
+    device scores right after it (played only then): where the machine's own sound server mangles speech
     (2.1-2.7 with no flag raised anywhere, on a machine losing 18% of its CPU time to its
     hypervisor), that is the machine's doing."""
     import sounddevice as sd
@@ -127,26 +127,31 @@ def test_speech_played_to_the_speaker_keeps_its_quality(audio_device, speech, tm
     stats = tmp_path / "stats.json"
     coded = opus_alone(speech)
 
-    def play() -> tuple[float, float, dict[str, Any]]:
-        with Recorder() as recorder:
-            sd.play(coded, 48000, blocking=True)  # no voip: this process plays the coded speech
-        alone = pesq_wb(speech, recorder.audio())
+    def through_voip() -> tuple[float, dict[str, Any]]:
         with Recorder() as recorder:
             result = run_voip("loopback", "--in", SPEECH, "--out", "speaker", "--quiet", "--stats-json", str(stats))
         assert result.returncode == 0, result.stderr
         score, values = pesq_wb(speech, recorder.audio()), json.loads(stats.read_text())
         print(
-            f"PESQ-WB through voip and the device {score:.2f}, the device alone {alone:.2f}: "
+            f"PESQ-WB through voip and the device {score:.2f}: "
             f"underflows {values['output_underflows']}, overflows {values['input_overflows']}, "
             f"the recorder's overflows {recorder.overflows}"
         )
-        return score, alone, values
+        return score, values
+
+    def device_alone() -> float:
+        with Recorder() as recorder:
+            sd.play(coded, 48000, blocking=True)  # no voip: this process plays the coded speech
+        alone = pesq_wb(speech, recorder.audio())
+        print(f"PESQ-WB of the device alone {alone:.2f}")
+        return alone
 
     for _ in range(REAL_TIME_ATTEMPTS):
-        score, alone, values = play()
-        if score >= min(3.0, alone - 0.2) and _glitches(values) == 0:
+        score, values = through_voip()
+        bar = 3.0 if score >= 3.0 else min(3.0, device_alone() - 0.2)  # played only to excuse a low score
+        if score >= bar and _glitches(values) == 0:
             break
-    assert score >= min(3.0, alone - 0.2), (score, alone)
+    assert score >= bar, (score, bar)
     assert _glitches(values) == 0
     assert values["audio_scheduling"] == ("real-time" if realtime_permitted() else "normal")
 

@@ -111,7 +111,9 @@ def test_stun_shows_a_listener_its_public_address_and_the_nats_kind(network: Net
         outside = subprocess.run(
             [
                 *NetLab.run_in(network.wan),
-                *voip_command("call", f"{ROUTER_OUT}:5004", "--insecure", "--in", "silence", "--out", "null"),
+                *voip_command(
+                    "call", f"{ROUTER_OUT}:5004", "--insecure", "--in", "silence", "--out", "null", "--timeout", "3"
+                ),
             ],
             capture_output=True,
             text=True,

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=positive_seconds,
         default=30.0,
-        help="give up when nothing came from the receiver for this long (default 30 s)",
+        help="give up when nothing came from the receiver for this long (default 30 s; a receiver that "
+        "never answers the key agreement, after 10 s or this, if shorter)",
     )
     add_codec_options(send)
     add_network_options(send)
@@ -249,7 +250,8 @@ def _add_call_options(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=positive_seconds,
         default=30.0,
-        help="end the call when nothing came from the peer for this long (default 30 s; 'peer silent' shows after 5 s)",
+        help="end the call when nothing came from the peer for this long (default 30 s; 'peer silent' shows "
+        "after 5 s; a callee that never answers, after 10 s or this, if shorter)",
     )
     parser.add_argument(
         "--insecure",

@@ -192,7 +192,7 @@ def _check_code(args: argparse.Namespace) -> None:
 
 def _call_session(args: argparse.Namespace) -> Session:
     # Punching waits for the other side to start calling too, as long as --timeout
-    no_answer_s = args.timeout if getattr(args, "punch", False) else NO_RESPONSE_S
+    no_answer_s = args.timeout if getattr(args, "punch", False) else min(NO_RESPONSE_S, args.timeout)
     call = CallSettings(
         encrypted=not args.insecure, code=args.code or None, timeout_s=args.timeout, no_answer_s=no_answer_s
     )

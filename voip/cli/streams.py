@@ -32,7 +32,7 @@ from voip.cli.options import (
     session_config,
     simulator,
 )
-from voip.control import CallEnded, CallSettings, Connected, IncomingCall
+from voip.control import NO_RESPONSE_S, CallEnded, CallSettings, Connected, IncomingCall
 from voip.crypto import new_code
 from voip.errors import VoipError
 from voip.io.audio import Microphone, Speaker
@@ -68,7 +68,12 @@ def _send(args: argparse.Namespace, io: AudioIO, family: socket.AddressFamily, r
     keys = sdes_keys() if args.sdp and not args.insecure else None
     srtp = SrtpContext(keys, gcm=False) if keys is not None else None
     as_call = not args.sdp and not args.insecure
-    call = CallSettings(encrypted=True, code=args.code, timeout_s=args.timeout) if as_call else None
+    no_answer_s = min(NO_RESPONSE_S, args.timeout)
+    call = (
+        CallSettings(encrypted=True, code=args.code, timeout_s=args.timeout, no_answer_s=no_answer_s)
+        if as_call
+        else None
+    )
     session = Session(session_config(args, None if as_call else remote), random.Random(), time.monotonic(), srtp, call)
     if args.sdp:
         key = keys.send.srtp if keys is not None else None
