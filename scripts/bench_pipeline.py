@@ -105,7 +105,7 @@ def lockstep(frames: list[np.ndarray], complexity: int) -> list[float]:
     """CPU seconds per frame of (a)-(d), run frame by frame in turn: a machine whose speed
     changes from second to second (a hypervisor's other guests) slows all four alike, where
     whole runs one after another would each catch a different phase."""
-    pipelines = [
+    pipelines: list[BareCodec | WholePath] = [
         BareCodec(complexity),
         WholePath(complexity),
         WholePath(complexity, encrypted=True),
@@ -124,12 +124,68 @@ def lockstep(frames: list[np.ndarray], complexity: int) -> list[float]:
     return [total / len(frames) for total in spent]
 
 
+class StageTimer:
+    """Wall time spent inside chosen methods, by wrapping them: where the encrypted path's
+    time goes beside libopus. Each wrapped call adds ~0.3 us of its own."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner: object, method: str, stage: str) -> None:
+        inner = getattr(owner, method)
+        clock = time.perf_counter
+        self.seconds[stage] = 0.0  # the table keeps the order stages are wrapped in
+
+        def timed(*args: object, **kwargs: object) -> object:
+            start = clock()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + clock() - start
+
+        setattr(owner, method, timed)
+
+
+def stages(frames: list[np.ndarray], complexity: int) -> dict[str, float]:
+    """Microseconds per frame in each part of (c), the encrypted whole path."""
+    path = WholePath(complexity, encrypted=True)
+    timer = StageTimer()
+    sender, receiver = path.sender, path.receiver
+    assert sender._srtp is not None and receiver._srtp is not None
+    timer.wrap(path, "step", "the whole frame")
+    timer.wrap(sender, "send_audio", "send_audio (encode, packetize)")
+    timer.wrap(sender._encoder, "encode", "  of which libopus encode")
+    timer.wrap(sender, "datagrams_to_send", "datagrams_to_send (SRTP protect)")
+    timer.wrap(sender._srtp, "protect", "  of which pylibsrtp protect")
+    timer.wrap(receiver, "receive_datagram", "receive_datagram (unprotect, parse, statistics, buffer)")
+    timer.wrap(receiver._srtp, "unprotect", "  of which pylibsrtp unprotect")
+    timer.wrap(receiver.jitter, "push", "  of which the jitter buffer's push")
+    timer.wrap(receiver.jitter._delay, "observe", "    of which the delay model")
+    timer.wrap(receiver, "pull_audio", "pull_audio (playout decision, decode)")
+    timer.wrap(receiver.jitter._decoder, "decode", "  of which libopus decode")
+    for i, frame in enumerate(frames):
+        path.step(frame, i * 0.02)
+    path.close()
+    micros = {stage: seconds / len(frames) * 1e6 for stage, seconds in timer.seconds.items()}
+    parts = [stage for stage in micros if not stage.startswith(" ") and stage != "the whole frame"]
+    micros["the rest: sendto, recvfrom, the loop"] = micros["the whole frame"] - sum(micros[p] for p in parts)
+    return micros
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=3000, help="frames per measurement (20 ms each)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the one with the least bare Opus time is kept")
+    parser.add_argument(
+        "--stages", action="store_true", help="instead: where (c)'s time goes, part by part, at complexity 10"
+    )
     args = parser.parse_args()
     frames = speech_frames(args.frames)
+    if args.stages:
+        print("| part of (c) | us/frame |\n|---|---:|")
+        for stage, micros in stages(frames, 10).items():
+            print(f"| {stage} | {micros:.1f} |")
+        return
     print(
         "| complexity | (a) bare Opus enc+dec, us/frame | (b) whole path, us/frame | (c) with SRTP, us/frame "
         "| (d) with SRTP and speakerphone processing, us/frame | (b)/(a) | (c)/(a) | (d)/(a) |"
