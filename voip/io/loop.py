@@ -12,6 +12,7 @@ RTCP, simulated network delivery).
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import time
@@ -69,6 +70,7 @@ class Endpoint:
     relay: TurnClient | None = None  # everything to and from peers goes through this TURN allocation
     source_done: bool = False
     capture_end: float | None = None  # the microphone's ADC time just after its last sample
+    socket_emptied_at: float = -math.inf  # what is read later came after this
     send_errors: int = 0
 
     def captured(self, pcm: Pcm) -> Pcm:
@@ -152,7 +154,6 @@ class MediaLoop:
         # File sources may run on a clock that drifts against the one that plays (--network drift=).
         self.source_frame_s = self.frame_s / (1.0 + source_drift_ppm * 1e-6)
         self._next_source_tick = self.start
-        self._looked = self.start  # when the loop last looked at its sockets
 
     def run(self, should_stop: Callable[[float], bool]) -> None:
         devices = [d for ep in self.endpoints for d in (ep.speaker, ep.mic) if d is not None]
@@ -178,7 +179,7 @@ class MediaLoop:
             ep.flush_network()
 
     def _run(self, should_stop: Callable[[float], bool], devices: list[Microphone | Speaker]) -> None:
-        self._next_tick = self._next_source_tick = self.start = self._looked = self.clock()
+        self._next_tick = self._next_source_tick = self.start = self.clock()
         waitables: list[socket.socket | Microphone | Speaker] = [ep.sock for ep in self.endpoints]
         waitables += devices
         while True:
@@ -206,8 +207,7 @@ class MediaLoop:
                 [self._next_tick, self._next_source_tick]
                 + [t for ep in self.endpoints if (t := ep.next_deadline()) is not None]
             )
-            self._looked = self.clock()
-            readable, _, _ = select.select(waitables, [], [], max(0.0, deadline - self._looked))
+            readable, _, _ = select.select(waitables, [], [], max(0.0, deadline - self.clock()))
             if readable:
                 self._on_readable(readable)
                 if self.on_tick is not None:  # events that came with the packets are seen at once
@@ -332,8 +332,9 @@ class MediaLoop:
         datagrams: list[tuple[float, bytes, Address]] = []
         for _ in range(limit):
             try:
-                data, addr, now = receive(ep.sock, MAX_DATAGRAM, self.clock(), self._looked)
+                data, addr, now = receive(ep.sock, MAX_DATAGRAM, self.clock(), ep.socket_emptied_at)
             except (BlockingIOError, InterruptedError):
+                ep.socket_emptied_at = self.clock()
                 break
             except OSError:  # an ICMP error for something we sent: see whether the peer's port closed
                 now = self.clock()

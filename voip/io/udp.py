@@ -85,8 +85,9 @@ def receive(sock: socket.socket, max_bytes: int, now: float, since: float) -> tu
     """A datagram, its sender, and when it arrived on the caller's clock: `now` less the time it
     waited in the socket, by the kernel's stamp. Jitter is then the network's, not also the
     loop's wake-up, and what came in while the process was stopped keeps its times. `since` is
-    when the caller last looked at the socket: no stamp is believed further back than that (the
-    wall clock, on which the kernel stamps, may have been set meanwhile). Without a stamp, `now`."""
+    when the caller last found the socket empty: no stamp is believed further back than that
+    (the wall clock, on which the kernel stamps, may have been set meanwhile). Without a
+    stamp, `now`."""
     data, ancillary, _, addr = sock.recvmsg(max_bytes, ARRIVAL_SPACE)
     for level, kind, stamp in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:

@@ -30,7 +30,9 @@ class JitterConfig:
     far_too_late_ms: float = 300.0  # shorten speech only when this far above target
     relative_pauses: bool = True  # sound near the noise floor, well under the talker, is a pause too
     pause_wait_s: float = 4.0  # or when no pause came for this long (music, a tone, steady noise)
-    output_stall_ms: float = 200.0  # a pull this much later than the last one lasted: the output stood still
+    # A pull this much later than the last one's audio ran out: the output stood still. Well
+    # above the gaps of devices that ask for several blocks at once.
+    output_stall_ms: float = 500.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_delay_ms <= self.max_delay_ms:
