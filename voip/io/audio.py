@@ -192,11 +192,11 @@ class _DeviceStream:
     def fileno(self) -> int:
         return self._loop_end.fileno()
 
-    def loop_was_away(self, now: float) -> None:
-        """The loop that reads the device did not run until `now` (the process was stopped, or
-        starved): the device's silence meanwhile was not seen, so its STALL_S starts over."""
+    def loop_was_away(self, seconds: float, now: float) -> None:
+        """The loop that reads the device did not run for `seconds` until `now` (the process
+        was stopped, or starved): the device's silence is counted only while it was watched."""
         if self._last_activity is not None:
-            self._last_activity = max(self._last_activity, now)
+            self._last_activity = min(now, self._last_activity + seconds)
 
     def check(self, now: float) -> None:
         """Raise when the device stopped: the stream died, or nothing came for STALL_S."""

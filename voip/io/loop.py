@@ -219,10 +219,11 @@ class MediaLoop:
         and handed over between them in time order. A recording then keeps what the socket held,
         with the delays it would have had. Pulling the ticks first would conceal them all and
         then find the buffer seconds full."""
+        away = now - self._next_tick
         for ep in self.endpoints:
             for device in (ep.mic, ep.speaker):
                 if device is not None:
-                    device.loop_was_away(now)
+                    device.loop_was_away(away, now)
         arrivals = sorted(
             ((arrival, index, data, addr) for index, ep in enumerate(self.endpoints)
              for arrival, data, addr in self._read(ep, MAX_CATCH_UP_BATCH)),
