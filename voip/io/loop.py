@@ -16,7 +16,7 @@ import math
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -328,9 +328,8 @@ class MediaLoop:
         for now, data, addr in self._read(ep, MAX_RECEIVE_BATCH):
             self._deliver(ep, data, addr, now)
 
-    def _read(self, ep: Endpoint, limit: int) -> list[tuple[float, bytes, Address]]:
-        """Up to `limit` datagrams from the socket, each with its arrival time."""
-        datagrams: list[tuple[float, bytes, Address]] = []
+    def _read(self, ep: Endpoint, limit: int) -> Iterator[tuple[float, bytes, Address]]:
+        """Up to `limit` datagrams from the socket, each with its arrival time, as they are read."""
         for _ in range(limit):
             try:
                 data, addr, now = receive(ep.sock, MAX_DATAGRAM, self.clock(), ep.socket_emptied_at)
@@ -342,8 +341,7 @@ class MediaLoop:
                 for destination in unreachable_destinations(ep.sock):
                     ep.session.unreachable(destination, now)
                 continue
-            datagrams.append((now, data, addr))
-        return datagrams
+            yield now, data, addr
 
     @staticmethod
     def _deliver(ep: Endpoint, data: bytes, addr: Address, now: float) -> None:
