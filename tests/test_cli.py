@@ -50,7 +50,7 @@ def test_send_to_receive_over_udp_keeps_speech_quality_and_length(tmp_path, spee
             "40",
         )
     )
-    time.sleep(1.0)  # interpreter start-up of the receiver
+    _wait_for_line(receiver, "listening on")
     sent = run_voip("send", SPEECH, f"127.0.0.1:{port}", "--bitrate", "24k", "--stats-json", str(tmp_path / "tx.json"))
     assert sent.returncode == 0, sent.stderr
     _, err = receiver.communicate(timeout=30)
@@ -211,7 +211,7 @@ def test_receive_records_flac_and_ogg(tmp_path, processes: Processes):
             "20",
         )
     )
-    time.sleep(1.0)
+    _wait_for_line(receiver, "listening on")
     assert run_voip("send", "tone:1000", f"127.0.0.1:{port}", "--duration", "1", "--quiet").returncode == 0
     receiver.communicate(timeout=30)
     for path in (flac, ogg):
