@@ -17,6 +17,7 @@ class JitterConfig:
     floor_rise_s: float = 2.0
     outage_s: float = 2.0  # no packet for this long: the floor starts over from the packets after the outage
     initial_delay_ms: float = 20.0  # a prior: a few packets this late, so a call starts with a cushion
+    target_hysteresis_r: float = 0.5  # the target falls only to a delay this much better by the E-model (R)
     fixed_ms: float = 26.5  # mouth-to-ear delay besides path, buffer and devices: frame and lookahead
     # The engine and its policy (voip.playout.engine, voip.playout.policy)
     max_packets: int = 500

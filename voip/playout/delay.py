@@ -45,6 +45,7 @@ PRIOR_LATE_DECAY = 0.98  # ...that fades within seconds, per arrival, whatever t
 DELAY_SLOPE_R_PER_MS = 0.01
 RECOMPUTE_PACKETS = 8  # the target is recomputed after this many arrivals (it moves slowly)
 SEEN_PACKETS = 64  # relative delays remembered by timestamp, for packets that come after their successor
+FREE_MOVE_LATE_PERCENT = 0.01  # a lower target that makes no more packets late than this is free
 TYPICAL_QUANTILE = 0.95  # `typical`: the relative delay that most packets beat
 
 
@@ -62,10 +63,11 @@ class DelayModel:
         self._reference: deque[tuple[float, float]] = deque()  # (arrival, transit), transit rising
         self._last_arrival: float | None = None
         self._recent: deque[tuple[float, float, int, float]] = deque()  # (arrival, transit, bucket, mass)
+        self._recent_low: deque[tuple[float, float]] = deque()  # (arrival, transit), rising: the least in front
         self._seen: dict[int, float] = {}  # timestamp -> relative delay, the latest SEEN_PACKETS, oldest first
         self._path_delay = 0.0
         self._since_recompute = 0
-        self._learned = 0.0
+        self._target_index: int | None = None  # into the candidates, once there is a target
         self._typical = 0.0
         self._edges = (np.arange(self._buckets) + 1) * config.bucket_ms / 1000.0  # candidate targets
         self._delay_cost = self._delay_costs()
@@ -98,8 +100,12 @@ class DelayModel:
         mass = self._weight * (1.0 - self.config.forget_factor)
         self._histogram[bucket] += mass
         self._recent.append((now, transit, bucket, mass))
-        while self._recent and self._recent[0][0] < now - self.config.floor_rise_s:
+        _push_rising(self._recent_low, now, transit)
+        since = now - self.config.floor_rise_s
+        while self._recent and self._recent[0][0] < since:
             self._recent.popleft()
+        while self._recent_low and self._recent_low[0][0] < since:
+            self._recent_low.popleft()
         if relative >= self.config.floor_rise_ms / 1000.0 and self._floor_rose(now):
             relative = transit - self._reference[0][1]
         if self._weight > 1e9:
@@ -120,6 +126,7 @@ class DelayModel:
     def reset_reference(self) -> None:
         self._reference.clear()
         self._recent.clear()
+        self._recent_low.clear()
         self._seen.clear()
 
     def _relative(self, transit: float, now: float) -> float:
@@ -129,9 +136,7 @@ class DelayModel:
         self._last_arrival = now
         while reference and reference[0][0] < now - self.config.reference_window_s:
             reference.popleft()
-        while reference and reference[-1][1] >= transit:  # monotonic deque: front is the minimum
-            reference.pop()
-        reference.append((now, transit))
+        _push_rising(reference, now, transit)
         return transit - reference[0][1]
 
     def _bucket(self, relative: float) -> int:
@@ -145,7 +150,7 @@ class DelayModel:
         if len(recent) < 3 or recent[0][0] > now - config.floor_rise_s + 0.05:
             return False
         floor = self._reference[0][1]
-        lowest = min(transit for _, transit, _, _ in recent)
+        lowest = self._recent_low[0][1]
         if lowest - floor < config.floor_rise_ms / 1000.0:
             return False
         self._reference = deque((t, tr) for t, tr in self._reference if t >= recent[0][0])
@@ -168,24 +173,37 @@ class DelayModel:
 
     def _recompute(self) -> None:
         """The delay of least E-model impairment over the candidates (the buckets' upper edges):
-        Idd of the delay, plus Ie_eff of the share of packets later than it."""
+        Idd of the delay, plus Ie_eff of the share of packets later than it. The target rises
+        there at once, but falls only when that is `target_hysteresis_r` better, or when no
+        more packets would come late there (a move for delay alone). Near the optimum the
+        cost is flat: following each small change of the histogram's tail down would warp
+        the audio each time, and let the next packets of the tail come late."""
         self._since_recompute = 0
         histogram = self._histogram.copy()
         histogram[self._prior_bucket] += self._prior_late * self._weight
         total = float(histogram.sum())
         if total <= 0:
-            self._learned = self._typical = 0.0
+            self._target_index, self._typical = None, 0.0
             return
         cumulative = np.cumsum(histogram)
         self._typical = float(self._edges[int(np.searchsorted(cumulative, TYPICAL_QUANTILE * total))])
         late_percent = 100.0 * np.maximum(0.0, total - cumulative) / total
         loss_cost = OPUS_IE + (95.0 - OPUS_IE) * late_percent / (late_percent + OPUS_BPL)
-        self._learned = float(self._edges[int(np.argmin(self._delay_cost + loss_cost))])
+        cost = self._delay_cost + loss_cost
+        best = int(np.argmin(cost))
+        current = self._target_index
+        if (
+            current is None
+            or cost[current] - cost[best] > self.config.target_hysteresis_r
+            or late_percent[best] - late_percent[current] < FREE_MOVE_LATE_PERCENT
+        ):
+            self._target_index = best
 
     @property
     def target(self) -> float:
-        """Seconds of relative delay the playout should cover: the E-model's best."""
-        return self._learned
+        """Seconds of relative delay the playout should cover: the E-model's best, or a
+        higher one within `target_hysteresis_r` of it that was the best before."""
+        return 0.0 if self._target_index is None else float(self._edges[self._target_index])
 
     @property
     def typical(self) -> float:
@@ -193,3 +211,10 @@ class DelayModel:
         comes one frame after a lost one is here in time for its FEC if the buffer holds this
         plus a frame."""
         return self._typical
+
+
+def _push_rising(window: deque[tuple[float, float]], now: float, transit: float) -> None:
+    """A monotonic deque: what the newest transit makes irrelevant goes, so the least is in front."""
+    while window and window[-1][1] >= transit:
+        window.pop()
+    window.append((now, transit))
