@@ -210,7 +210,7 @@ def test_measured_latency_splits_into_parts_that_add_up(audio_device, tmp_path):
     values = json.loads(stats.read_text())
     # The parts are means over the run (means add up; medians of parts do not) and the whole
     # is the median click, so the two part by as much as the buffer moved during the run.
-    # One fresh clone read 13.8 ms apart; a run where nothing moved agrees within 0.3 ms.
+    # One fresh clone read 13.8 ms apart; a run where nothing moved agrees within 0.4 ms.
     moved_ms = values["expanded_ms"] + values["accelerated_ms"] + values["concealed_ms"]
     moved_ms += values["frame_ms"] * values["packets_late"]
     print(out, f"buffer moved {moved_ms:.0f} ms, stolen by the hypervisor: {stolen.share:.0%}")

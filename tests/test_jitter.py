@@ -169,7 +169,7 @@ def test_delay_follows_jitter_up_and_back_down_and_never_ratchets_after_loss():
     assert calm_target <= 30
     assert jitter_target >= calm_target + 40  # |N(0, 30 ms)| reaches ~100 ms at its 99.9th percentile
     assert mean_level(25, 30) >= jitter_target - 20  # the buffer actually grew
-    # and the target came back down; in steps, since it moves only to a delay 0.5 R better
+    # and the target came back down; in steps, since it falls only to a delay 0.5 R better
     assert target_at(155.0) <= jitter_target - 40
     before_burst, after_burst = mean_level(138, 144), mean_level(150, 160)
     assert after_burst <= before_burst + 20  # no ratchet: the burst did not raise the delay
