@@ -268,6 +268,8 @@ class MediaLoop:
 
     def _on_readable(self, readable: list[socket.socket | Microphone | Speaker]) -> None:
         now = self.clock()
+        if now - self._next_tick >= self.frame_s:
+            return  # the loop was away: `_catch_up` reads what came in time order with the missed ticks
         captured = False
         for ep in self.endpoints:  # captured audio first: encoded and sent at once
             if ep.mic is not None and ep.mic in readable:
@@ -331,10 +333,11 @@ class MediaLoop:
     def _read(self, ep: Endpoint, limit: int) -> Iterator[tuple[float, bytes, Address]]:
         """Up to `limit` datagrams from the socket, each with its arrival time, as they are read."""
         for _ in range(limit):
+            before = self.clock()  # what is read after finding the socket empty arrived after this
             try:
-                data, addr, now = receive(ep.sock, MAX_DATAGRAM, self.clock(), ep.socket_emptied_at)
+                data, addr, now = receive(ep.sock, MAX_DATAGRAM, self.clock, ep.socket_emptied_at)
             except (BlockingIOError, InterruptedError):
-                ep.socket_emptied_at = self.clock()
+                ep.socket_emptied_at = before
                 break
             except OSError:  # an ICMP error for something we sent: see whether the peer's port closed
                 now = self.clock()

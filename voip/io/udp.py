@@ -8,6 +8,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 
 from voip.errors import VoipError
 from voip.session import Address
@@ -81,14 +82,18 @@ def open_socket(
     return sock
 
 
-def receive(sock: socket.socket, max_bytes: int, now: float, since: float) -> tuple[bytes, Address, float]:
-    """A datagram, its sender, and when it arrived on the caller's clock: `now` less the time it
-    waited in the socket, by the kernel's stamp. Jitter is then the network's, not also the
-    loop's wake-up, and what came in while the process was stopped keeps its times. `since` is
-    when the caller last found the socket empty: no stamp is believed further back than that
-    (the wall clock, on which the kernel stamps, may have been set meanwhile). Without a
-    stamp, `now`."""
+def receive(
+    sock: socket.socket, max_bytes: int, clock: Callable[[], float], since: float
+) -> tuple[bytes, Address, float]:
+    """A datagram, its sender, and when it arrived on `clock`: now less the time it waited in
+    the socket, by the kernel's stamp. Jitter is then the network's, not also the loop's
+    wake-up, and what came in while the process was stopped keeps its times. Both clocks are
+    read after the datagram is in hand, so a stop of the process before the read cannot make
+    it look late. `since` is a time before the caller last found the socket empty: no stamp
+    is believed further back than that (the wall clock, on which the kernel stamps, may have
+    been set meanwhile). Without a stamp, now."""
     data, ancillary, _, addr = sock.recvmsg(max_bytes, ARRIVAL_SPACE)
+    now = clock()
     for level, kind, stamp in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(stamp)
