@@ -18,6 +18,8 @@ class JitterConfig:
     outage_s: float = 2.0  # no packet for this long: the floor starts over from the packets after the outage
     initial_delay_ms: float = 20.0  # a prior: a few packets this late, so a call starts with a cushion
     target_hysteresis_r: float = 0.5  # the target falls only to a delay this much better by the E-model (R)
+    calm_window_s: float = 10.0  # the target covers no more than the latest packets of this long needed...
+    calm_margin_ms: float = 25.0  # ...plus this: a jittery spell this long past costs no more delay
     fixed_ms: float = 26.5  # mouth-to-ear delay besides path, buffer and devices: frame and lookahead
     # The engine and its policy (voip.playout.engine, voip.playout.policy)
     max_packets: int = 500
@@ -39,6 +41,11 @@ class JitterConfig:
         if not 0 <= self.min_delay_ms <= self.max_delay_ms:
             raise ValueError(
                 f"jitter bounds must satisfy 0 <= min <= max, got {self.min_delay_ms} and {self.max_delay_ms} ms"
+            )
+        if self.calm_window_s <= 0 or self.calm_margin_ms < 0:
+            raise ValueError(
+                f"the calm window must be positive and its margin not negative, "
+                f"not {self.calm_window_s} s and {self.calm_margin_ms} ms"
             )
         if not 0 < self.forget_factor < 1:
             raise ValueError(f"forget factor must be between 0 and 1, not {self.forget_factor}")

@@ -18,12 +18,18 @@ free below 150 ms mouth to ear and a concealed packet never is, so on a quiet pa
 target covers the whole tail, and on a path with rare long stalls it lets them go.
 
 Stalls that recur (a link that stalls every few seconds) stay in the histogram's memory,
-and the E-model weighs covering them against their delay. What a histogram cannot see is
-the path's floor rising (a route change, or a sender clock that runs slow): relative
-delays measured against the old floor would say "80 ms of jitter" for a whole reference
-window, and a long memory would keep that for half a minute. So once every packet of
-`floor_rise_s` came more than `floor_rise_ms` above the floor, the floor moves and those
-packets are counted again against the new one.
+and the E-model weighs covering them against their delay. But a jittery spell that has
+ended stays there too, for half a minute, and holds the delay up while nothing needs it.
+So the target never exceeds what the packets of the last `calm_window_s` needed, plus
+`calm_margin_ms`: ten seconds in which no packet came later than that are taken as a
+calmer path. The first packet later than that lifts the cap, and the target is the long
+memory's again at once.
+
+What a histogram cannot see is the path's floor rising (a route change, or a sender
+clock that runs slow): relative delays measured against the old floor would say "80 ms
+of jitter" for a whole reference window, and a long memory would keep that for half a
+minute. So once every packet of `floor_rise_s` came more than `floor_rise_ms` above the
+floor, the floor moves and those packets are counted again against the new one.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class DelayModel:
         self._last_arrival: float | None = None
         self._recent: deque[tuple[float, float, int, float]] = deque()  # (arrival, transit, bucket, mass)
         self._recent_low: deque[tuple[float, float]] = deque()  # (arrival, transit), rising: the least in front
+        self._calm_high: deque[tuple[float, int]] = deque()  # (arrival, bucket), falling: the latest worst in front
+        self._calm_since: float | None = None  # the first arrival the calm window has seen
         self._seen: dict[int, float] = {}  # timestamp -> relative delay, the latest SEEN_PACKETS, oldest first
         self._path_delay = 0.0
         self._since_recompute = 0
@@ -101,6 +109,7 @@ class DelayModel:
         self._histogram[bucket] += mass
         self._recent.append((now, transit, bucket, mass))
         _push_rising(self._recent_low, now, transit)
+        self._watch_calm(now, bucket)
         since = now - self.config.floor_rise_s
         while self._recent and self._recent[0][0] < since:
             self._recent.popleft()
@@ -128,6 +137,8 @@ class DelayModel:
         self._recent.clear()
         self._recent_low.clear()
         self._seen.clear()
+        self._calm_high.clear()
+        self._calm_since = None
 
     def _relative(self, transit: float, now: float) -> float:
         reference = self._reference
@@ -138,6 +149,25 @@ class DelayModel:
             reference.popleft()
         _push_rising(reference, now, transit)
         return transit - reference[0][1]
+
+    def _watch_calm(self, now: float, bucket: int) -> None:
+        window = self._calm_high
+        while window and window[-1][1] <= bucket:
+            window.pop()
+        window.append((now, bucket))
+        while window[0][0] < now - self.config.calm_window_s:
+            window.popleft()
+        if self._calm_since is None:
+            self._calm_since = now
+
+    def _calm_cap(self) -> int | None:
+        """The highest target the last `calm_window_s` of packets call for (a candidate's
+        index), once the window is full."""
+        if self._calm_since is None or self._last_arrival is None or not self._calm_high:
+            return None
+        if self._last_arrival - self._calm_since < self.config.calm_window_s:
+            return None
+        return self._calm_high[0][1] + round(self.config.calm_margin_ms / self.config.bucket_ms)
 
     def _bucket(self, relative: float) -> int:
         return min(self._buckets - 1, int(relative * 1000.0 / self.config.bucket_ms))
@@ -177,7 +207,8 @@ class DelayModel:
         there at once, but falls only when that is `target_hysteresis_r` better, or when no
         more packets would come late there (a move for delay alone). Near the optimum the
         cost is flat: following each small change of the histogram's tail down would warp
-        the audio each time, and let the next packets of the tail come late."""
+        the audio each time, and let the next packets of the tail come late. Last, the calm
+        window's cap."""
         self._since_recompute = 0
         histogram = self._histogram.copy()
         histogram[self._prior_bucket] += self._prior_late * self._weight
@@ -198,11 +229,15 @@ class DelayModel:
             or late_percent[best] - late_percent[current] < FREE_MOVE_LATE_PERCENT
         ):
             self._target_index = best
+        cap = self._calm_cap()
+        if cap is not None and self._target_index is not None:
+            self._target_index = min(self._target_index, cap)
 
     @property
     def target(self) -> float:
         """Seconds of relative delay the playout should cover: the E-model's best, or a
-        higher one within `target_hysteresis_r` of it that was the best before."""
+        higher one within `target_hysteresis_r` of it that was the best before; no more than
+        the calm window needs."""
         return 0.0 if self._target_index is None else float(self._edges[self._target_index])
 
     @property
