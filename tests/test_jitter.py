@@ -220,10 +220,12 @@ def test_the_target_is_the_e_model_optimum_of_a_brute_force_histogram():
     current = int(np.argmin(np.abs(edges - model.target * 1000)))  # where the prior put it
     calm: list[tuple[float, int]] = []  # (arrival, bucket) of the last calm_window_s
     held = moved = capped = 0
+    first_arrival = 0.0
     for i in range(3000):
         spread = 0.04 if (i // 700) % 2 else 0.003  # alternate calm and jittery stretches
         now = i * STEP + abs(rng.gauss(0, spread))
-        first_arrival = now if i == 0 else first_arrival
+        if i == 0:
+            first_arrival = now
         model.observe(i * FRAME, now)
         transit = now - i * FRAME / 48000
         window = [(t, tr) for t, tr in window if t >= now - config.reference_window_s] + [(now, transit)]
