@@ -40,7 +40,9 @@ from voip.playout.store import Buffered, PacketStore, PushResult
 from voip.playout.stretch import MAX_LAG, MIN_LAG, accelerate, best_period, expand
 from voip.timeline import Timeline
 
-PAUSE_SAMPLES = SAMPLE_RATE // 10  # this much quiet audio in a row is a pause
+# This much quiet audio in a row is a pause between talkspurts, where the delay may move:
+# longer than most gaps between the words of a sentence (docs/benchmarks.md, stop 27).
+PAUSE_SAMPLES = SAMPLE_RATE // 5
 PERIODIC = 0.9  # correlation of neighbouring periods above which a period can go or repeat unheard
 INTERRUPTION_MS = 150.0  # W3C: concealment runs this long count as an interruption
 DELAY_HISTOGRAM_MS = 2000  # buffer-delay statistics: 1 ms bins up to here
