@@ -189,7 +189,7 @@ class MediaLoop:
                 tick = self._next_source_tick
                 self._next_source_tick += self.source_frame_s
                 self._read_sources(tick)
-            if now - self._next_tick >= self.frame_s:
+            if self._away(now):
                 self._catch_up(now)
             while now >= self._next_tick:
                 tick = self._next_tick
@@ -212,6 +212,10 @@ class MediaLoop:
                 self._on_readable(readable)
                 if self.on_tick is not None:  # events that came with the packets are seen at once
                     self.on_tick(self.clock())
+
+    def _away(self, now: float) -> bool:
+        """A whole frame tick was missed: the process was stopped, or starved."""
+        return now - self._next_tick >= self.frame_s
 
     def _catch_up(self, now: float) -> None:
         """After a stall of the process (SIGSTOP, a starved machine), the missed ticks are pulled
@@ -268,8 +272,8 @@ class MediaLoop:
 
     def _on_readable(self, readable: list[socket.socket | Microphone | Speaker]) -> None:
         now = self.clock()
-        if now - self._next_tick >= self.frame_s:
-            return  # the loop was away: `_catch_up` reads what came in time order with the missed ticks
+        if self._away(now):
+            return  # `_catch_up` reads what came, in time order with the missed ticks
         captured = False
         for ep in self.endpoints:  # captured audio first: encoded and sent at once
             if ep.mic is not None and ep.mic in readable:

@@ -70,7 +70,7 @@ class DelayModel:
         self._last_arrival: float | None = None
         self._recent: deque[tuple[float, float, int, float]] = deque()  # (arrival, transit, bucket, mass)
         self._recent_low: deque[tuple[float, float]] = deque()  # (arrival, transit), rising: the least in front
-        self._calm_high: deque[tuple[float, int]] = deque()  # (arrival, bucket), falling: the latest worst in front
+        self._calm_high: deque[tuple[float, float]] = deque()  # (arrival, -bucket), rising: the worst in front
         self._calm_since: float | None = None  # the first arrival the calm window has seen
         self._seen: dict[int, float] = {}  # timestamp -> relative delay, the latest SEEN_PACKETS, oldest first
         self._path_delay = 0.0
@@ -152,9 +152,7 @@ class DelayModel:
 
     def _watch_calm(self, now: float, bucket: int) -> None:
         window = self._calm_high
-        while window and window[-1][1] <= bucket:
-            window.pop()
-        window.append((now, bucket))
+        _push_rising(window, now, -bucket)  # the least negated bucket is the worst
         while window[0][0] < now - self.config.calm_window_s:
             window.popleft()
         if self._calm_since is None:
@@ -163,11 +161,10 @@ class DelayModel:
     def _calm_cap(self) -> int | None:
         """The highest target the last `calm_window_s` of packets call for (a candidate's
         index), once the window is full."""
-        if self._calm_since is None or self._last_arrival is None or not self._calm_high:
+        window = self._calm_high
+        if self._calm_since is None or window[-1][0] - self._calm_since < self.config.calm_window_s:
             return None
-        if self._last_arrival - self._calm_since < self.config.calm_window_s:
-            return None
-        return self._calm_high[0][1] + round(self.config.calm_margin_ms / self.config.bucket_ms)
+        return round(-window[0][1]) + round(self.config.calm_margin_ms / self.config.bucket_ms)
 
     def _bucket(self, relative: float) -> int:
         return min(self._buckets - 1, int(relative * 1000.0 / self.config.bucket_ms))
