@@ -135,6 +135,36 @@ def test_fec_is_sent_only_once_the_receiver_reports_loss(speech):
     assert lossy.receiver.fec_recovered > 5
 
 
+def test_loss_that_begins_is_reported_at_once_not_at_the_next_report(speech):
+    """The sender adds FEC only once a report tells it of loss. When loss begins, the packet
+    that shows the gap sends a report at once: FEC starts a round trip after the first loss,
+    not up to a report interval later. One such report until a regular one says all is well."""
+    config = SessionConfig(rtcp_interval_s=5.0)  # regular reports: the first 1.25-3.75 s in, then every 2.5-7.5 s
+    sender = Session(replace(config, remote=PEER), random.Random(1), 0.0)
+    receiver = Session(replace(config, remote=PEER), random.Random(2), 0.0)
+    source = np.tile(speech, 2)
+    reports: list[float] = []
+    loss_known: dict[float, int] = {}
+    for i in range(200):  # 4 s of 20 ms frames; packets 120 and 125 are lost
+        now = round(i * 0.02, 2)
+        sender.send_audio(source[i * 960 : (i + 1) * 960], now)
+        for session in (sender, receiver):
+            session.handle_deadline(now)
+        for data, _ in sender.datagrams_to_send(now):
+            if is_rtcp(data) or i not in (120, 125):
+                receiver.receive_datagram(data, PEER, now)
+        for data, _ in receiver.datagrams_to_send(now):
+            if is_rtcp(data):
+                reports.append(now)
+            sender.receive_datagram(data, PEER, now)
+        receiver.pull_audio(960, now)
+        loss_known[now] = sender.expected_loss_percent
+    # this seed's one regular report at 1.48 s, and one at the packet after the gap; the second
+    # loss waits for the next regular report (at 1.48 + 2.5-7.5 s): the sender knows of loss
+    assert reports == [1.48, 2.42]
+    assert loss_known[2.40] == 0 and loss_known[2.42] > 0
+
+
 def test_fec_rebuilds_packets_at_low_loss(speech):
     """At 3% loss the receiver's reports turn FEC on, and the buffer holds the next packet long
     enough to rebuild a lost one from it."""

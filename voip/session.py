@@ -158,6 +158,7 @@ class Session:
         self.rtt: float | None = None
         self.remote_fraction_lost: float | None = None
         self._expected_loss = 0.0
+        self._reported_loss = False  # our last report told the peer of loss
 
     @property
     def first_send(self) -> float | None:
@@ -355,6 +356,8 @@ class Session:
         if not self._receiver.on_packet(packet.sequence, packet.timestamp, now):
             return Drop.SEQUENCE_JUMP  # until the next packet confirms the jump (RFC 3550 A.1)
         self.jitter.push(packet.timestamp, packet.payload, samples, now)
+        if not self._reported_loss and not self._closed and self._receiver.lost_since_report > 0:
+            self._queue_rtcp(now)  # loss began: tell the sender now, so its FEC starts now
         self._last_receive = now
         self._octets_received += len(packet.payload)
         if self._first_receive is None:
@@ -442,6 +445,7 @@ class Session:
         blocks: tuple[ReportBlock, ...] = ()
         if self.remote_ssrc is not None:
             blocks = (self._receiver.report_block(self.remote_ssrc, now),)
+            self._reported_loss = blocks[0].fraction_lost > 0
         report: RtcpPacket
         if self._last_send is not None:
             elapsed = now - self._last_send

@@ -95,6 +95,11 @@ class ReceiverStats:
         """Cumulative lost: may be negative when duplicates arrive (RFC 3550 6.4.1)."""
         return self.expected - self.received
 
+    @property
+    def lost_since_report(self) -> int:
+        """Packets missing since the last report block (negative or zero when none are)."""
+        return (self.expected - self.expected_prior) - (self.received - self.received_prior)
+
     def on_sender_report(self, ntp_middle: int, now: float) -> None:
         self.last_sr_ntp_middle = ntp_middle
         self.last_sr_arrival = now
