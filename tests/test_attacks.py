@@ -193,11 +193,12 @@ def test_an_encrypted_call_survives_replays_forgeries_and_bit_flips(tmp_path, sp
         if flip_every == 0:
             assert_speech_carried(speech, read_48k(got))
         else:  # a flipped packet fails authentication and is lost, as a packet lost on the path:
-            # in-band FEC in the next packet brings most back once the first RTCP report has told
-            # the sender of the loss (means of 3.2-3.4 per sentence here, 2.75 once beside a
-            # benchmark, against 3.6 for the codec alone). A lost or dead stream scores about 1.
+            # in-band FEC in the next packet brings most back from the first report of loss on,
+            # which the packet after the first flip sends (means of 3.32-3.47 per sentence here,
+            # 3.29-3.36 beside a benchmark, against 3.62 with no flips; 2.83-3.17 before that
+            # report and FEC's 1% went in). A lost or dead stream scores about 1.
             scores = utterance_pesq(speech, read_48k(got), utterances(speech))
-            assert np.mean(scores) >= 2.0, scores
+            assert np.mean(scores) >= 3.0, scores
     for values in stats:
         assert values["fec_recovered"] >= values["packets_lost"] // 2, values
 

@@ -29,6 +29,10 @@ SAMPLES_PER_FRAME = (480, 960, 1920, 2880) * 3 + (480, 960) * 2 + (120, 240, 480
 # libopus 1.3 adds FEC (LBRR) to super-wideband frames below this bitrate only at high
 # expected loss (none up to 5% at 24 kbit/s), to wideband frames from 1%: docs/benchmarks.md
 FEC_SUPERWIDEBAND_BITRATE = 32000
+# While it protects, libopus is told to expect this much loss, whatever was measured: enough
+# for FEC (LBRR) in its active frames. More makes it code every frame more defensively, and
+# the frames that arrive, almost all of them, pay more than the lost ones gain: docs/benchmarks.md
+FEC_LOSS_PERCENT = 1
 OPUS_BANDWIDTH_WIDEBAND = 1103  # opus_defines.h
 OPUS_BANDWIDTH_FULLBAND = 1105
 
@@ -143,16 +147,17 @@ class OpusEncoder:
         heard, the band above 8 kHz hardly. The rate rises to `fec_bitrate` meanwhile.
         """
         percent = max(0, min(100, percent))
-        self._encoder.packet_loss_perc = percent
         settings = self.settings
         protecting = settings.fec and percent > 0
+        self._expected_loss = percent
+        self._encoder.packet_loss_perc = FEC_LOSS_PERCENT if protecting else percent
         capped = protecting and settings.bitrate < FEC_SUPERWIDEBAND_BITRATE
         self._encoder.max_bandwidth = OPUS_BANDWIDTH_WIDEBAND if capped else OPUS_BANDWIDTH_FULLBAND
         self._encoder.bitrate = max(settings.bitrate, settings.fec_bitrate) if protecting else settings.bitrate
 
     @property
     def expected_loss(self) -> int:
-        return int(self._encoder.packet_loss_perc)
+        return self._expected_loss
 
 
 class OpusDecoder:
