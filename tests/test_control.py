@@ -34,7 +34,7 @@ CALLER = ("127.0.0.1", 40000)
 LISTENER = ("127.0.0.1", 5004)
 STRANGER = ("127.0.0.1", 40001)
 OFFER = Offer(ssrc=0x11223344, payload_type=111, frame_ms=20, bitrate=24000, fec=True, dtx=False)
-ANSWER = Offer(ssrc=0x55667788, payload_type=111, frame_ms=20, bitrate=32000, fec=False, dtx=True)
+ANSWER = Offer(ssrc=0x55667788, payload_type=111, frame_ms=20, bitrate=32000, fec=False, dtx=True, red=True)
 
 
 def events(control: CallControl) -> list[object]:

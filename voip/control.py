@@ -8,7 +8,7 @@ with 'v' (118), then 'C', a version and a type:
     'v'      'C'      version  type (high bit: authenticated)
     call id (64 bits)
     INVITE, ACCEPT: SSRC (32), payload type (8), frame ms (8), bitrate (32),
-                    flags (8: FEC 1, DTX 2, ENCRYPTED 4, GCM 8),
+                    flags (8: FEC 1, DTX 2, ENCRYPTED 4, GCM 8, CODE 16, RED 32),
                     and when ENCRYPTED: INVITE the caller's key commitment (256 bits),
                     ACCEPT the listener's X25519 public key (256 bits)
     REVEAL:         the caller's X25519 public key (256 bits)
@@ -90,7 +90,7 @@ _OFFER = struct.Struct("!IBBIB")
 _SEQUENCE = struct.Struct("!Q")
 AUTHENTICATED = 0x80  # in the type byte: a sequence number and a tag follow
 TRAILER_BYTES = _SEQUENCE.size + TAG_BYTES
-FEC, DTX, ENCRYPTED, GCM, CODE = 1, 2, 4, 8, 16
+FEC, DTX, ENCRYPTED, GCM, CODE, RED = 1, 2, 4, 8, 16, 32
 PATH_TOKEN_BYTES = 8
 PATH_CHECK_S = 1.0  # at most one path check a second (each is one datagram, as small as what caused it)
 
@@ -139,10 +139,18 @@ class Offer:
     encrypted: bool = False  # keys are agreed in the call set-up, and media is SRTP
     gcm: bool = False  # our libsrtp has AES-GCM: used when both sides have it
     code: bool = False  # keys come from a shared code (SPAKE2), not X25519 and words
+    red: bool = False  # takes redundant audio (RFC 2198, voip.red), and sends it to a peer that does
 
     @property
     def flags(self) -> int:
-        return FEC * self.fec | DTX * self.dtx | ENCRYPTED * self.encrypted | GCM * self.gcm | CODE * self.code
+        return (
+            FEC * self.fec
+            | DTX * self.dtx
+            | ENCRYPTED * self.encrypted
+            | GCM * self.gcm
+            | CODE * self.code
+            | RED * self.red
+        )
 
 
 @dataclass(frozen=True)
@@ -215,9 +223,9 @@ class ControlMessage:
             if len(body) < _OFFER.size:
                 raise ParseError(f"{kind.name} body of {len(body)} bytes, expected {_OFFER.size} or more")
             ssrc, payload_type, frame_ms, bitrate, flags = _OFFER.unpack_from(body)
-            if payload_type > 127 or frame_ms not in (10, 20, 40, 60) or flags > 31:
+            if payload_type > 127 or frame_ms not in (10, 20, 40, 60) or flags > 63:
                 raise ParseError(f"bad {kind.name} offer")
-            bits = (FEC, DTX, ENCRYPTED, GCM, CODE)
+            bits = (FEC, DTX, ENCRYPTED, GCM, CODE, RED)
             offer = Offer(ssrc, payload_type, frame_ms, bitrate, *(bool(flags & bit) for bit in bits))
             key = body[_OFFER.size :]
             size = _key_field_bytes(kind, offer)

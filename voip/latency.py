@@ -24,6 +24,7 @@ import numpy as np
 
 from voip import SAMPLE_RATE
 from voip.codec import Pcm
+from voip.red import RED_PAYLOAD_TYPE
 
 CLICK_PERIOD_S = 1.0
 CLICK_MS = 10.0
@@ -121,7 +122,7 @@ class LatencyProbe:
             self.network_delays.append(now - sent)
 
     def _is_media(self, data: bytes) -> bool:
-        return len(data) >= 12 and data[0] >> 6 == 2 and data[1] & 0x7F == self._payload_type
+        return len(data) >= 12 and data[0] >> 6 == 2 and data[1] & 0x7F in (self._payload_type, RED_PAYLOAD_TYPE)
 
 
 def _sequence(data: bytes) -> int:

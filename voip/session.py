@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
@@ -29,6 +29,7 @@ from voip.codec import (
 from voip.control import CallControl, CallSettings, ControlEvent, Offer, State, is_control
 from voip.errors import CodecError, ParseError
 from voip.playout import JitterBuffer, JitterConfig
+from voip.red import MAX_BLOCK_BYTES, MAX_OFFSET, RED_PAYLOAD_TYPE, RedPayload, RedundantBlock
 from voip.rtcp import (
     SDES_CNAME,
     Bye,
@@ -72,6 +73,15 @@ class SessionConfig:
     rtcp_interval_s: float = 1.0
     ntp_offset: float = 0.0  # seconds to add to `now` for NTP time (0 keeps tests clock-free)
     remote: Address | None = None  # None: learn the peer from the first valid packet
+    # Redundant audio (RFC 2198, voip.red): taken, offered in a call, and sent while the peer
+    # reports loss to a peer that takes it: in a call, one whose offer says so. Outside a call
+    # nothing says so (ffmpeg and GStreamer take Opus alone) unless `plain_peer_takes_redundancy`.
+    redundancy: bool = True
+    plain_peer_takes_redundancy: bool = False
+
+    @property
+    def takes_redundancy(self) -> bool:
+        return self.redundancy and self.codec == "opus" and self.payload_type != RED_PAYLOAD_TYPE
 
     def __post_init__(self) -> None:
         if self.codec not in ("opus", "l16"):
@@ -159,6 +169,7 @@ class Session:
         self.remote_fraction_lost: float | None = None
         self._expected_loss = 0.0
         self._reported_loss = False  # our last report told the peer of loss
+        self._previous_payload: tuple[int, bytes] | None = None  # RTP timestamp and payload of the last packet sent
 
     @property
     def first_send(self) -> float | None:
@@ -212,12 +223,28 @@ class Session:
             return
         packet = self._packetizer.packetize(payload, len(frame))
         self._last_rtp_timestamp = packet.timestamp
+        previous, self._previous_payload = self._previous_payload, (packet.timestamp, payload)
+        if previous is not None and self._sends_redundancy:
+            offset = (packet.timestamp - previous[0]) & 0xFFFFFFFF
+            if offset <= MAX_OFFSET and len(previous[1]) <= MAX_BLOCK_BYTES:
+                red = RedPayload(packet.payload_type, payload, (RedundantBlock(offset, previous[1]),))
+                packet = replace(packet, payload_type=RED_PAYLOAD_TYPE, payload=red.serialize())
         self._outbox.append(packet.serialize())
         self.packets_sent += 1
-        self._octets_sent += len(payload)
+        self._octets_sent += len(packet.payload)
         if self._first_send is None:
             self._first_send = now
         self._last_send = now
+
+    @property
+    def _sends_redundancy(self) -> bool:
+        """While the peer reports loss, to a peer that takes copies."""
+        if not self.config.takes_redundancy or self.expected_loss_percent == 0:
+            return False
+        if self.control is None:
+            return self.config.plain_peer_takes_redundancy
+        offer = self.control.remote_offer
+        return offer is not None and offer.red
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out = self.control.datagrams_to_send() if self.control is not None else []
@@ -338,7 +365,8 @@ class Session:
 
     def _receive_rtp(self, packet: RtpPacket, addr: Address, now: float) -> Drop | None:
         """Into the jitter buffer; or why not."""
-        if packet.payload_type != self._receive_payload_type:
+        red = packet.payload_type == RED_PAYLOAD_TYPE and self.config.takes_redundancy
+        if packet.payload_type != self._receive_payload_type and not red:
             return Drop.WRONG_PAYLOAD_TYPE
         if self._expected_ssrc is not None and packet.ssrc != self._expected_ssrc:
             return Drop.WRONG_SSRC  # not the stream the call announced
@@ -349,13 +377,29 @@ class Session:
             if self._expected_ssrc is not None or now - self._last_receive < NEW_SOURCE_AFTER_S:
                 return Drop.WRONG_SSRC  # a call's stream was announced; a live stream is not taken over
             self._follow_new_source(packet.ssrc, addr, now)
+        primary = packet.payload
+        copies: tuple[RedundantBlock, ...] = ()
+        if red:
+            blocks = RedPayload.parse(packet.payload)  # ParseError: malformed
+            if blocks.payload_type != self._receive_payload_type:
+                return Drop.WRONG_PAYLOAD_TYPE
+            primary, copies = blocks.primary, blocks.redundant
         try:
-            samples = self._decoder.packet_samples(packet.payload)
+            samples = self._decoder.packet_samples(primary)
         except CodecError:
             return Drop.MALFORMED  # an Opus packet libopus rejects
         if not self._receiver.on_packet(packet.sequence, packet.timestamp, now):
             return Drop.SEQUENCE_JUMP  # until the next packet confirms the jump (RFC 3550 A.1)
-        self.jitter.push(packet.timestamp, packet.payload, samples, now)
+        self.jitter.push(packet.timestamp, primary, samples, now)
+        for copy in copies:
+            try:
+                copy_samples = self._decoder.packet_samples(copy.payload)
+            except CodecError:
+                continue  # a copy libopus rejects: the packet it stands for is simply not here
+            if copy_samples > copy.timestamp_offset:
+                continue  # it would overlap the packet that carried it
+            copy_timestamp = (packet.timestamp - copy.timestamp_offset) & 0xFFFFFFFF
+            self.jitter.push_copy(copy_timestamp, copy.payload, copy_samples, packet.timestamp, now)
         if not self._reported_loss and not self._closed and self._receiver.lost_since_report > 0:
             self._queue_rtcp(now)  # loss began: tell the sender now, so its FEC starts now
         self._last_receive = now
@@ -538,6 +582,7 @@ def _call_control(config: SessionConfig, ssrc: int, call: CallSettings, rng: ran
         encrypted=call.encrypted,
         gcm=call.encrypted and gcm_available(),
         code=call.code is not None,
+        red=config.takes_redundancy,
     )
     return CallControl(offer, rng, timeout_s=call.timeout_s, code=call.code, no_answer_s=call.no_answer_s)
 

@@ -157,7 +157,7 @@ class StreamStats:
     packets_sequence_jump: int = 0
     packets_foreign: int = 0  # from anyone but the peer: dropped
     packets_unauthenticated: int = 0  # from the peer's address, failing authentication or replay: dropped
-    fec_recovered: int = 0
+    fec_recovered: int = 0  # lost packets rebuilt: from in-band FEC, or from an RFC 2198 copy
     fec_packets_received: int = 0  # W3C fecPacketsReceived: packets that carried in-band FEC
     concealed_ms: float = 0.0
     concealment_events: int = 0

@@ -195,7 +195,7 @@ SUMMARY_ROWS: list[tuple[str, list[tuple[str, str]]]] = [
                  ("packets_wrong_ssrc", "wrong SSRC {},"), ("packets_wrong_payload_type", "wrong payload type {},"),
                  ("packets_sequence_jump", "sequence jump {};"), ("packets_foreign", "from strangers {};"),
                  ("packets_unauthenticated", "failing authentication {}")]),
-    ("repair", [("fec_recovered", "rebuilt by FEC {}"), ("fec_packets_received", "(of {} packets with FEC),"),
+    ("repair", [("fec_recovered", "rebuilt by FEC or copies {}"), ("fec_packets_received", "(of {} packets with FEC),"),
                 ("concealed_ms", "concealed {:.0f} ms"), ("concealment_events", "in {} events,"),
                 ("interruptions", "interruptions {}")]),
     ("network", [("jitter_ms", "jitter {:.1f} ms,"), ("rtt_ms", "round trip {:.1f} ms;"),

@@ -56,10 +56,20 @@ def add_codec_options(parser: argparse.ArgumentParser, sending: bool = True) -> 
             "bits of its own rather than the frame's (default 32k; 0: keep --bitrate)",
         )
         group.add_argument(
+            "--redundancy",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="while the receiver reports loss, each packet also carries the one before it (RFC 2198), "
+            "so a lost packet plays as sent: twice the audio bits. Only to a voip peer that takes it "
+            "(a call says so; ffmpeg and GStreamer get plain Opus). Default on",
+        )
+        group.add_argument(
             "--dtx", action=argparse.BooleanOptionalAction, default=False, help="discontinuous transmission"
         )
     else:
-        parser.set_defaults(bitrate=24000, frame_ms=20, complexity=10, fec=True, fec_bitrate=32000, dtx=False)
+        parser.set_defaults(
+            bitrate=24000, frame_ms=20, complexity=10, fec=True, fec_bitrate=32000, redundancy=True, dtx=False
+        )
     group.add_argument("--jitter-min-ms", type=_delay_ms, default=0.0, help="lower bound of playout delay")
     group.add_argument("--jitter-max-ms", type=_delay_ms, default=500.0, help="upper bound of playout delay")
     group.add_argument("--payload-type", type=_payload_type, default=111, help="RTP payload type (default 111)")
@@ -217,6 +227,7 @@ def session_config(args: argparse.Namespace, remote: Address | None = None) -> S
             cname=f"voip@{socket.gethostname()}",
             ntp_offset=time.time() - time.monotonic() + NTP_EPOCH_OFFSET,
             remote=remote,
+            redundancy=args.redundancy,
         )
     except ValueError as exc:
         raise VoipError(str(exc)) from None

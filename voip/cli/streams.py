@@ -260,7 +260,7 @@ def _loopback(args: argparse.Namespace, io: AudioIO) -> int:
     sender_sock = open_socket("127.0.0.1", 0)
     receiver_sock = open_socket("127.0.0.1", 0)
     rng = random.Random(args.seed)
-    config = session_config(args)
+    config = dataclasses.replace(session_config(args), plain_peer_takes_redundancy=True)  # both ends are ours
     now = time.monotonic()
     sender = Session(
         dataclasses.replace(config, remote=receiver_sock.getsockname()), random.Random(rng.getrandbits(64)), now

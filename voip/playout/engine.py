@@ -201,6 +201,9 @@ class JitterBuffer:
             self.fec_packets += 1
             self._last_fec = now
         result = self._store.classify(ts, self._playout_ts)
+        if result is PushResult.DUPLICATE and (held := self._store.get(ts)) is not None and held.copy:
+            self._store.remove(ts)  # the packet itself, after its copy: its arrival is what counts
+            result = PushResult.ACCEPTED
         if result is PushResult.DUPLICATE:
             self.packets_duplicate += 1
             return result
@@ -219,6 +222,19 @@ class JitterBuffer:
         if self._first_arrival is None:
             self._first_arrival = now
         return result
+
+    def push_copy(self, timestamp: int, payload: bytes, samples: int, carrier: int, now: float) -> bool:
+        """A copy of an earlier packet that rode in the packet at `carrier` (both 32-bit RTP
+        timestamps; RFC 2198), pushed after its carrier. Kept only where that earlier packet is
+        neither here nor played, and not counted as an arrival: the delay model learns from
+        packets as they came, not from copies. Its delay is its carrier's, and its own place."""
+        ts = self._store.unwrap(timestamp)
+        host = self._store.get(self._store.unwrap(carrier))
+        if host is None or self._store.full or self._store.classify(ts, self._playout_ts) is not PushResult.ACCEPTED:
+            return False
+        later = (carrier - timestamp) % (1 << 32) / SAMPLE_RATE
+        self._store.add(ts, Buffered(payload, samples, now, host.relative_delay + later, copy=True))
+        return True
 
     def end_of_stream(self, now: float = 0.0) -> None:
         """The sender said BYE: play out what is buffered, then report `drained`."""
@@ -394,6 +410,8 @@ class JitterBuffer:
             self.timeline.playout(now, self.playout_delay * 1000.0, self._as_playout_delay(target) * 1000.0)
         self._take(self._playout_ts, now + before / SAMPLE_RATE)
         pcm = self._decoder.decode(packet.payload)
+        if packet.copy:
+            self.fec_recovered += 1
         self._run_samples = 0  # a concealment run ends with real audio
         if self._concealed_ahead:  # the concealment did not stand in for a packet: it delayed them all
             self._window.shifted(self._pull_shift(self._concealed_ahead))

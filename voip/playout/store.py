@@ -22,6 +22,7 @@ class Buffered:
     samples: int
     arrival: float
     relative_delay: float  # seconds behind the fastest packet of the reference window
+    copy: bool = False  # rode in a later packet (RFC 2198): the packet itself never came, or not yet
 
 
 class PacketStore:
@@ -61,6 +62,10 @@ class PacketStore:
         self._keys.pop(0)
         self._played.append(ts)
         return packet
+
+    def remove(self, ts: int) -> None:
+        del self._packets[ts]
+        self._keys.remove(ts)
 
     def drop_oldest(self) -> None:
         del self._packets[self._keys.pop(0)]
