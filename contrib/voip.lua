@@ -36,6 +36,7 @@ f.dtx = ProtoField.bool("voip.offer.dtx", "DTX", 8, nil, 0x02)
 f.encrypted = ProtoField.bool("voip.offer.encrypted", "Encrypted", 8, nil, 0x04)
 f.gcm = ProtoField.bool("voip.offer.gcm", "AES-GCM", 8, nil, 0x08)
 f.code = ProtoField.bool("voip.offer.code", "By code (SPAKE2)", 8, nil, 0x10)
+f.red = ProtoField.bool("voip.offer.red", "Takes redundant audio (RFC 2198)", 8, nil, 0x20)
 f.key = ProtoField.bytes("voip.key", "Key material")
 f.refusal = ProtoField.uint8("voip.refusal", "Refusal", base.DEC, refusals)
 f.reason = ProtoField.string("voip.reason", "Reason")
@@ -70,7 +71,7 @@ local function dissect(buffer, pinfo, tree)
         root:add(f.frame_ms, buffer(17, 1))
         root:add(f.bitrate, buffer(18, 4))
         local flags = root:add(f.flags, buffer(22, 1))
-        for _, field in ipairs({f.fec, f.dtx, f.encrypted, f.gcm, f.code}) do
+        for _, field in ipairs({f.fec, f.dtx, f.encrypted, f.gcm, f.code, f.red}) do
             flags:add(field, buffer(22, 1))
         end
         if body > OFFER then

@@ -9,14 +9,19 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import Processes, free_udp_port, run_voip, voip_command
 from tests.test_call import _listener, _wait_for_line
+from voip.codec import OpusEncoder, OpusSettings
+from voip.red import RED_PAYLOAD_TYPE, RedPayload, RedundantBlock
+from voip.rtp import RtpPacket
 
 LUA = Path(__file__).resolve().parent.parent / "contrib" / "voip.lua"
 
@@ -128,3 +133,32 @@ def test_the_lua_dissector_reads_every_message_of_a_call(tmp_path, processes: Pr
         if int(kind) in (1, 3):
             assert encrypted == "1"
     assert _tshark("-X", f"lua_script:{LUA}", "-r", str(pcap), "-Y", "voip && _ws.malformed") == ""
+
+
+def _pcap(path: Path, payloads: list[bytes], port: int) -> None:
+    """A classic pcap of UDP datagrams from 127.0.0.1:40000 to 127.0.0.1:`port`."""
+    records = []
+    for payload in payloads:
+        udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, b"\x7f\0\0\x01", b"\x7f\0\0\x01")
+        words = struct.unpack("!10H", ip)
+        total = sum(words)
+        total = (total & 0xFFFF) + (total >> 16)
+        ip = ip[:10] + struct.pack("!H", ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF) + ip[12:]
+        frame = bytes(12) + b"\x08\x00" + ip + udp  # Ethernet II, IPv4
+        records.append(struct.pack("<IIII", 0, 0, len(frame), len(frame)) + frame)
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(records))
+
+
+def test_tshark_reads_our_redundant_audio_as_rfc_2198_with_opus_in_both_blocks(tmp_path):
+    encoder = OpusEncoder(OpusSettings())
+    older, newer = (encoder.encode(np.zeros(960, dtype=np.float32)) for _ in range(2))
+    red = RedPayload(111, newer, (RedundantBlock(960, older),))
+    packet = RtpPacket(RED_PAYLOAD_TYPE, 2, 1920, 7, red.serialize()).serialize()
+    _pcap(tmp_path / "red.pcap", [packet], 5004)
+    out = _tshark(
+        "-r", str(tmp_path / "red.pcap"), "-d", "udp.port==5004,rtp", "-d", f"rtp.pt=={RED_PAYLOAD_TYPE},rtp_rfc2198",
+        "-o", "opus.dynamic.payload.type:111", "-V",
+    )  # fmt: skip
+    assert "RFC 2198: Redundant Audio Data" in out and "Timestamp offset: 960" in out, out
+    assert f"Block length: {len(older)}" in out and out.count("Opus Interactive Audio Codec") == 2, out
