@@ -103,3 +103,18 @@ def test_a_packet_that_comes_after_its_copy_is_an_arrival_not_a_duplicate():
     assert not buffer.push_copy(960, payloads[1], 960, 1920, 0.03)  # it is here: a copy is not kept
     played = np.concatenate([buffer.pull(960, 0.04 + i * 0.02) for i in range(3)])
     assert buffer.stats(0.1).fec_recovered == 0 and len(played) == 3 * 960
+
+
+def test_a_packet_that_comes_after_its_copy_played_is_late_not_a_duplicate():
+    buffer, encoder = _buffer()
+    payloads = [encoder.encode(_frame(i)) for i in range(8)]
+    for i in range(8):
+        now = i * 0.02
+        if i != 3:
+            buffer.push(i * 960, payloads[i], 960, now)
+        if i == 4:
+            assert buffer.push_copy(3 * 960, payloads[3], 960, 4 * 960, now)
+        buffer.pull(960, now)
+    buffer.push(3 * 960, payloads[3], 960, 0.2)  # long after its copy played
+    stats = buffer.stats(0.2)
+    assert stats.fec_recovered == 1 and stats.packets_late == 1 and stats.packets_duplicate == 0

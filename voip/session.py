@@ -391,15 +391,7 @@ class Session:
         if not self._receiver.on_packet(packet.sequence, packet.timestamp, now):
             return Drop.SEQUENCE_JUMP  # until the next packet confirms the jump (RFC 3550 A.1)
         self.jitter.push(packet.timestamp, primary, samples, now)
-        for copy in copies:
-            try:
-                copy_samples = self._decoder.packet_samples(copy.payload)
-            except CodecError:
-                continue  # a copy libopus rejects: the packet it stands for is simply not here
-            if copy_samples > copy.timestamp_offset:
-                continue  # it would overlap the packet that carried it
-            copy_timestamp = (packet.timestamp - copy.timestamp_offset) & 0xFFFFFFFF
-            self.jitter.push_copy(copy_timestamp, copy.payload, copy_samples, packet.timestamp, now)
+        self._push_copies(copies, packet.timestamp, now)
         if not self._reported_loss and not self._closed and self._receiver.lost_since_report > 0:
             self._queue_rtcp(now)  # loss began: tell the sender now, so its FEC starts now
         self._last_receive = now
@@ -407,6 +399,19 @@ class Session:
         if self._first_receive is None:
             self._first_receive = now
         return None
+
+    def _push_copies(self, copies: tuple[RedundantBlock, ...], carrier: int, now: float) -> None:
+        """RFC 2198 copies, after the packet that carried them: into the buffer where their
+        packets are missing. A copy libopus rejects, or one that would overlap its carrier,
+        stands for nothing."""
+        for copy in copies:
+            try:
+                samples = self._decoder.packet_samples(copy.payload)
+            except CodecError:
+                continue
+            if samples <= copy.timestamp_offset:
+                timestamp = (carrier - copy.timestamp_offset) & 0xFFFFFFFF
+                self.jitter.push_copy(timestamp, copy.payload, samples, carrier, now)
 
     def _follow_new_source(self, ssrc: int, addr: Address, now: float) -> None:
         """The stream went quiet and another SSRC came (a sender restarted): play that one now.

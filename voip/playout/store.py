@@ -57,10 +57,12 @@ class PacketStore:
         return self._packets.get(ts)
 
     def take(self, ts: int) -> Buffered:
-        """Remove the oldest packet, at `ts`, to play it."""
+        """Remove the oldest packet, at `ts`, to play it. A copy played is not the packet: if
+        the packet itself comes after, it is late, not a duplicate."""
         packet = self._packets.pop(ts)
         self._keys.pop(0)
-        self._played.append(ts)
+        if not packet.copy:
+            self._played.append(ts)
         return packet
 
     def remove(self, ts: int) -> None:
