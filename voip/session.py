@@ -238,8 +238,12 @@ class Session:
 
     @property
     def _sends_redundancy(self) -> bool:
-        """While the peer reports loss, to a peer that takes copies."""
-        if not self.config.takes_redundancy or self.expected_loss_percent == 0:
+        """To a peer that takes copies: until its first report, and while it reports loss.
+        Before any report nothing is known of the path, and a call that starts on a lossy
+        one would lose its first second unprotected; a clean path costs that second's copies."""
+        if not self.config.takes_redundancy:
+            return False
+        if self.expected_loss_percent == 0 and self.remote_fraction_lost is not None:
             return False
         if self.control is None:
             return self.config.plain_peer_takes_redundancy
