@@ -196,10 +196,11 @@ def test_an_encrypted_call_survives_replays_forgeries_and_bit_flips(tmp_path, sp
             # each packet carries a copy of the one before (RFC 2198) until the first report,
             # and again from the report of the first loss on (the packet after it sends that),
             # with in-band FEC: nearly every loss comes back (means of 3.51-3.86 per sentence
-            # in eight recordings; 3.62 with no flips, where nothing is protected; 2.83-3.17
-            # before stop 28). A lost or dead stream scores about 1.
+            # in eight recordings, 3.68-3.86 beside a benchmark on both cores; 3.62 with no flips,
+            # where nothing is protected; 2.83-3.17 before stop 28). A lost or dead stream
+            # scores about 1. Issue 11 asks 3.3: the margin is for a slow CI machine.
             scores = utterance_pesq(speech, read_48k(got), utterances(speech))
-            assert np.mean(scores) >= 3.0, scores
+            assert np.mean(scores) >= 3.2, scores
     for values in stats:
         assert values["fec_recovered"] >= values["packets_lost"] // 2, values
 
