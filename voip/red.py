@@ -4,8 +4,8 @@ the packet before it.
 A packet lost alone is then played from its successor's copy, bit for bit as sent, where
 in-band FEC (LBRR) gives a coarser version of it and PLC a guess. The copy also carries the
 LBRR of the frame before it, so two losses in a row are rebuilt too. It doubles the audio
-bit rate, and is sent only while the receiver reports loss, and only to a peer whose call
-offer said it takes it.
+bit rate, and is sent only until the receiver's first report and while it reports loss,
+and only to a peer whose call offer said it takes it.
 
     redundant block header (4 bytes): F=1 (1), block payload type (7),
                                       timestamp offset (14), block length (10)

@@ -59,7 +59,8 @@ def add_codec_options(parser: argparse.ArgumentParser, sending: bool = True) -> 
             "--redundancy",
             action=argparse.BooleanOptionalAction,
             default=True,
-            help="while the receiver reports loss, each packet also carries the one before it (RFC 2198), "
+            help="until the receiver's first report and while it reports loss, each packet also carries "
+            "the one before it (RFC 2198), "
             "so a lost packet plays as sent: twice the audio bits. Only to a voip peer that takes it "
             "(a call says so; ffmpeg and GStreamer get plain Opus). Default on",
         )
