@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import Processes, assert_speech_carried, free_udp_port, voip_command
 from tests.test_call import SPEECH_A, _listener, _wait_for_line
 from voip.control import ControlMessage, MessageType
-from voip.crypto import CONFIRM_BYTES, SPAKE_MESSAGE_BYTES, CodeAgreement, KeyPair
+from voip.crypto import CONFIRM_BYTES, SPAKE_MESSAGE_BYTES, CodeAgreement, KeyPair, call_context
 from voip.io.files import read_48k
 from voip.quality import utterance_pesq, utterances
 from voip.rtcp import Bye, serialize_compound
@@ -242,7 +242,7 @@ class KeySwap:
     def __init__(self, guess: str) -> None:
         self.to_listener, self.to_caller = KeyPair(), KeyPair()
         self.guess = guess
-        self.caller_message = b""
+        self.caller_message = self.caller_offer = b""
 
     def __call__(self, data: bytes) -> bytes:
         if data[:2] != b"vC" or len(data) < 12:
@@ -256,10 +256,12 @@ class KeySwap:
             return data[:12] + self.to_listener.public
         if kind == MessageType.INVITE and len(data) == self.OFFER_END + self.SPAKE:
             self.caller_message = data[self.OFFER_END : self.OFFER_END + SPAKE_MESSAGE_BYTES]
+            self.caller_offer = data[12 : self.OFFER_END]
             return head + CodeAgreement(self.guess, caller=True).message + bytes(CONFIRM_BYTES)
         if kind == MessageType.ACCEPT and len(data) == self.OFFER_END + self.SPAKE and self.caller_message:
             as_listener = CodeAgreement(self.guess, caller=False)
-            _, confirmation, _ = as_listener.agree(self.caller_message, int.from_bytes(data[4:12], "big"))
+            context = call_context(int.from_bytes(data[4:12], "big"), self.caller_offer, data[12 : self.OFFER_END])
+            _, confirmation, _ = as_listener.agree(self.caller_message, context)
             return head + as_listener.message + confirmation
         return data
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from voip.control import (
+    GCM,
+    RED,
     UNREACHABLE_COUNT,
     UNREACHABLE_QUIET_S,
     CallControl,
@@ -324,6 +327,47 @@ def test_a_man_in_the_middle_makes_the_words_differ():
     assert caller.connected and listener.connected
     assert caller.keys is not None and listener.keys is not None
     assert caller.keys.sas != listener.keys.sas  # read aloud, the words give her away
+
+
+def _strip_flags(flags: int) -> Callable[[bytes], bytes]:
+    """On the path: the INVITE's offer loses these flags (AES-GCM, say), the rest passes."""
+
+    def rewrite(data: bytes) -> bytes:
+        if data[:2] == b"vC" and data[3] & 0x7F == MessageType.INVITE:
+            return data[:22] + bytes((data[22] & ~flags,)) + data[23:]
+        return data
+
+    return rewrite
+
+
+def _deliver_through(rewrite: Callable[[bytes], bytes], sender: CallControl, receiver: CallControl, source) -> None:
+    for data, _ in sender.datagrams_to_send():
+        receiver.receive_datagram(rewrite(data), source, 0.0)
+
+
+@pytest.mark.parametrize("code", [None, "7-guitar-harbor"])
+def test_an_offer_changed_on_the_path_makes_the_words_differ_or_the_code_fail(code):
+    """The keys are bound to both offers as sent (voip.crypto.call_context): a man in the
+    middle who only turns the caller's AES-GCM or RED flag off, leaving the keys alone, is
+    given away as one who swaps keys is."""
+    rewrite = _strip_flags(GCM | RED)
+    if code is None:
+        caller, listener = secure_pair()
+    else:
+        caller = CallControl(CODE_OFFER, random.Random(1), code=code)
+        listener = CallControl(CODE_ANSWER, random.Random(2), code=code)
+    caller.call(LISTENER, 0.0)
+    _deliver_through(rewrite, caller, listener, CALLER)  # INVITE, its flags changed
+    assert listener.remote_offer is not None and not listener.remote_offer.gcm
+    listener.accept(0.0)
+    _deliver_through(rewrite, listener, caller, LISTENER)  # ACCEPT
+    _deliver_through(rewrite, caller, listener, CALLER)  # REVEAL, or REFUSED
+    if code is None:
+        assert caller.keys is not None and listener.keys is not None
+        assert caller.keys.sas != listener.keys.sas and caller.keys.send != listener.keys.receive
+    else:
+        assert events(caller)[-1] == CallEnded("wrong code: the listener's code is not this one", normal=False)
+        assert caller.keys is None and not listener.connected
 
 
 def test_a_revealed_key_that_is_not_the_committed_one_is_refused_and_the_real_one_still_counts():

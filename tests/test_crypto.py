@@ -9,6 +9,7 @@ from voip.crypto import (
     CodeAgreement,
     KeyAgreementError,
     KeyPair,
+    call_context,
     check_commitment,
     control_tag,
     new_code,
@@ -26,8 +27,9 @@ def fixed(seed: int) -> KeyPair:
 def agree(caller: KeyPair, listener: KeyPair, call_id: int = 7):
     commitment = caller.commitment
     check_commitment(caller.public, commitment)
-    return caller.agree(listener.public, True, call_id, commitment), listener.agree(
-        caller.public, False, call_id, commitment
+    context = call_context(call_id, b"offer", b"answer")
+    return caller.agree(listener.public, True, context, commitment), listener.agree(
+        caller.public, False, context, commitment
     )
 
 
@@ -60,9 +62,9 @@ def test_a_revealed_key_must_be_the_committed_one():
 
 def test_a_low_order_public_key_is_refused():
     with pytest.raises(KeyAgreementError):
-        fixed(1).agree(bytes(32), True, 7, fixed(1).commitment)  # the all-zero point
+        fixed(1).agree(bytes(32), True, bytes(8), fixed(1).commitment)  # the all-zero point
     with pytest.raises(KeyAgreementError):
-        fixed(1).agree(b"short", True, 7, fixed(1).commitment)
+        fixed(1).agree(b"short", True, bytes(8), fixed(1).commitment)
 
 
 def test_the_words_are_256_distinct():
@@ -104,10 +106,11 @@ def test_a_code_reads_the_same_however_it_is_typed():
 
 def test_the_same_code_gives_both_sides_the_same_keys_and_confirmations():
     caller, listener = CodeAgreement("7-guitar-harbor", True), CodeAgreement("7 GUITAR harbor", False)
-    caller_keys, caller_proof, expected_from_listener = caller.agree(listener.message, 9)
-    listener_keys, listener_proof, expected_from_caller = listener.agree(caller.message, 9)
+    context = call_context(9, b"offer", b"answer")
+    caller_keys, caller_proof, expected_from_listener = caller.agree(listener.message, context)
+    listener_keys, listener_proof, expected_from_caller = listener.agree(caller.message, context)
     assert caller_keys.send == listener_keys.receive and caller_keys.sas is None
     assert caller_proof == expected_from_caller and listener_proof == expected_from_listener
     wrong = CodeAgreement("7-guitar-harbour", True)
-    _, wrong_proof, _ = wrong.agree(CodeAgreement("7-guitar-harbor", False).message, 9)
+    _, wrong_proof, _ = wrong.agree(CodeAgreement("7-guitar-harbor", False).message, context)
     assert wrong_proof != expected_from_caller

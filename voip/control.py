@@ -68,6 +68,7 @@ from voip.crypto import (
     CallKeys,
     KeyAgreementError,
     KeyPair,
+    call_context,
     control_tag,
     tag_matches,
 )
@@ -141,6 +142,9 @@ class Offer:
     code: bool = False  # keys come from a shared code (SPAKE2), not X25519 and words
     red: bool = False  # takes redundant audio (RFC 2198, voip.red), and sends it to a peer that does
 
+    def to_bytes(self) -> bytes:
+        return _OFFER.pack(self.ssrc, self.payload_type, self.frame_ms, self.bitrate, self.flags)
+
     @property
     def flags(self) -> int:
         return (
@@ -185,7 +189,7 @@ class ControlMessage:
         if self.type in (MessageType.INVITE, MessageType.ACCEPT):
             o = self.offer
             assert o is not None, "INVITE and ACCEPT carry an offer"
-            out += _OFFER.pack(o.ssrc, o.payload_type, o.frame_ms, o.bitrate, o.flags) + self.key
+            out += o.to_bytes() + self.key
         elif self.type is MessageType.REVEAL or kind_has_token(self.type):
             out += self.key
         elif self.type is MessageType.REFUSED:
@@ -420,7 +424,7 @@ class CallControl:
                 self._connect(now)
             else:
                 try:
-                    self._answer = self._handshake.answer(self._hello, self.call_id)
+                    self._answer = self._handshake.answer(self._hello, self._context(self.remote_offer, self.offer))
                 except KeyAgreementError as exc:
                     self._end(f"key agreement failed: {exc}", normal=False)
                     return
@@ -626,11 +630,16 @@ class CallControl:
         elif msg.type is MessageType.BUSY:
             self._end("busy", normal=False)
 
+    def _context(self, caller_offer: Offer | None, listener_offer: Offer) -> bytes:
+        assert caller_offer is not None
+        return call_context(self.call_id, caller_offer.to_bytes(), listener_offer.to_bytes())
+
     def _agree_as_caller(self, msg: ControlMessage) -> bool:
         """Keys from the listener's ACCEPT; then REVEAL. False: no call (yet)."""
         assert self._handshake is not None
         try:
-            self.keys, self._reveal = self._handshake.take_answer(msg.key, self.call_id)
+            assert msg.offer is not None
+            self.keys, self._reveal = self._handshake.take_answer(msg.key, self._context(self.offer, msg.offer))
         except WrongCode as exc:
             self._send(MessageType.REFUSED, refusal=Refusal.WRONG_CODE)
             self._end(f"wrong code: {exc}", normal=False)

@@ -74,9 +74,11 @@ class KeyPair:
     def commitment(self) -> bytes:
         return commitment_of(self.public)
 
-    def agree(self, peer_public: bytes, caller: bool, call_id: int, commitment: bytes) -> CallKeys:
+    def agree(self, peer_public: bytes, caller: bool, context: bytes, commitment: bytes) -> CallKeys:
         """The keys of this call, from the peer's public key. `commitment` is the caller's:
-        the listener checks it against the caller's key before calling this."""
+        the listener checks it against the caller's key before calling this. `context` is
+        what else both sides must have seen alike (`call_context`): the keys and the words
+        differ if anyone changed it on the way."""
         if len(peer_public) != PUBLIC_KEY_BYTES:
             raise KeyAgreementError(f"public key of {len(peer_public)} bytes, expected {PUBLIC_KEY_BYTES}")
         try:
@@ -84,7 +86,7 @@ class KeyPair:
         except ValueError as exc:  # a low-order point: the shared secret would be all zeros
             raise KeyAgreementError(f"unusable public key ({exc})") from None
         caller_public, listener_public = (self.public, peer_public) if caller else (peer_public, self.public)
-        transcript = struct.pack("!Q", call_id) + commitment + listener_public + caller_public
+        transcript = context + commitment + listener_public + caller_public
         keys, _ = _derive(shared, transcript, caller, _KEYS_INFO)
         return keys
 
@@ -102,8 +104,9 @@ class CodeAgreement:
         self._spake = role(normalize_code(code).encode(), idA=b"voip caller", idB=b"voip listener")
         self.message: bytes = self._spake.start()
 
-    def agree(self, peer_message: bytes, call_id: int) -> tuple[CallKeys, bytes, bytes]:
-        """The keys, our confirmation (to send) and the one the peer must send."""
+    def agree(self, peer_message: bytes, context: bytes) -> tuple[CallKeys, bytes, bytes]:
+        """The keys, our confirmation (to send) and the one the peer must send; `context` as
+        for `KeyPair.agree`."""
         try:
             shared = self._spake.finish(peer_message)
         except Exception as exc:  # spake2 raises its own errors and ValueError on bad elements
@@ -111,13 +114,20 @@ class CodeAgreement:
         caller_message, listener_message = (
             (self.message, peer_message) if self._caller else (peer_message, self.message)
         )
-        transcript = struct.pack("!Q", call_id) + caller_message + listener_message
+        transcript = context + caller_message + listener_message
         keys, confirmations = _derive(shared, transcript, self._caller, _CODE_INFO)
         caller_confirms, listener_confirms = confirmations
         keys = CallKeys(keys.send, keys.receive, sas=None)
         if self._caller:
             return keys, caller_confirms, listener_confirms
         return keys, listener_confirms, caller_confirms
+
+
+def call_context(call_id: int, caller_offer: bytes, listener_offer: bytes) -> bytes:
+    """What the keys are bound to besides the exchange itself: the call id and both offers
+    as sent, so that a man in the middle who changes an offer (turns AES-GCM or redundancy
+    off, say) gives the two sides different keys, and so different words or a failed code."""
+    return struct.pack("!Q", call_id) + caller_offer + listener_offer
 
 
 def _derive(secret: bytes, transcript: bytes, caller: bool, info: bytes) -> tuple[CallKeys, tuple[bytes, bytes]]:

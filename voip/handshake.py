@@ -36,9 +36,9 @@ class WrongCode(KeyAgreementError):
 class Handshake(Protocol):
     def hello(self, call_id: int) -> bytes: ...
 
-    def answer(self, hello: bytes, call_id: int) -> bytes: ...
+    def answer(self, hello: bytes, context: bytes) -> bytes: ...
 
-    def take_answer(self, answer: bytes, call_id: int) -> tuple[CallKeys, bytes]: ...
+    def take_answer(self, answer: bytes, context: bytes) -> tuple[CallKeys, bytes]: ...
 
     def take_reveal(self, reveal: bytes) -> CallKeys: ...
 
@@ -49,22 +49,22 @@ class WordsHandshake:
     def __init__(self, key_pair: KeyPair | None = None) -> None:
         self._key_pair = key_pair or KeyPair()
         self._commitment = b""
-        self._call_id = 0
+        self._context = b""
 
     def hello(self, call_id: int) -> bytes:
         self._commitment = self._key_pair.commitment
         return self._commitment
 
-    def answer(self, hello: bytes, call_id: int) -> bytes:
-        self._commitment, self._call_id = hello, call_id
+    def answer(self, hello: bytes, context: bytes) -> bytes:
+        self._commitment, self._context = hello, context
         return self._key_pair.public
 
-    def take_answer(self, answer: bytes, call_id: int) -> tuple[CallKeys, bytes]:
-        return self._key_pair.agree(answer, True, call_id, self._commitment), self._key_pair.public
+    def take_answer(self, answer: bytes, context: bytes) -> tuple[CallKeys, bytes]:
+        return self._key_pair.agree(answer, True, context, self._commitment), self._key_pair.public
 
     def take_reveal(self, reveal: bytes) -> CallKeys:
         check_commitment(reveal, self._commitment)
-        return self._key_pair.agree(reveal, False, self._call_id, self._commitment)
+        return self._key_pair.agree(reveal, False, self._context, self._commitment)
 
 
 class CodeHandshake:
@@ -82,15 +82,15 @@ class CodeHandshake:
         self._agreement = CodeAgreement(self._code, caller=True)
         return self._agreement.message + bytes(CONFIRM_BYTES)
 
-    def answer(self, hello: bytes, call_id: int) -> bytes:
+    def answer(self, hello: bytes, context: bytes) -> bytes:
         self._agreement = CodeAgreement(self._code, caller=False)
-        self._keys, confirmation, self._expected = self._agreement.agree(hello[:SPAKE_MESSAGE_BYTES], call_id)
+        self._keys, confirmation, self._expected = self._agreement.agree(hello[:SPAKE_MESSAGE_BYTES], context)
         return self._agreement.message + confirmation
 
-    def take_answer(self, answer: bytes, call_id: int) -> tuple[CallKeys, bytes]:
+    def take_answer(self, answer: bytes, context: bytes) -> tuple[CallKeys, bytes]:
         assert self._agreement is not None
         message, theirs = answer[:SPAKE_MESSAGE_BYTES], answer[SPAKE_MESSAGE_BYTES:]
-        keys, confirmation, expected = self._agreement.agree(message, call_id)
+        keys, confirmation, expected = self._agreement.agree(message, context)
         if not hmac.compare_digest(theirs, expected):
             raise WrongCode("the listener's code is not this one")
         return keys, confirmation
