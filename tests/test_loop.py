@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import random
 import socket
 import time
 
 from voip.io.loop import Endpoint, MediaLoop
-from voip.io.udp import open_socket
+from voip.io.udp import open_socket, receive
 from voip.session import Session, SessionConfig
 
 STOP_S = 0.3  # a process stop (SIGSTOP, a starved machine), long against a loop's wake-up
+
+
+def _wait_until_arrivals_are_stamped(receiver: socket.socket, sender: socket.socket) -> None:
+    """Linux turns arrival stamps on for the whole stack when the first socket asks, by a
+    deferred work item; until it runs, a datagram is stamped when it is read, not when it
+    came. A socket opened while no other asks (as in a test run) must wait for it: a
+    datagram that waits 20 ms in the socket then shows it waited (bounded: 2 s)."""
+    for _ in range(100):
+        sender.sendto(b"warm-up", receiver.getsockname())
+        time.sleep(0.02)
+        _, _, arrival = receive(receiver, 64, time.monotonic, -math.inf)
+        if time.monotonic() - arrival >= 0.01:
+            return
+    raise AssertionError("the kernel did not stamp arrivals within 2 s")
 
 
 def test_a_stop_after_the_socket_was_found_empty_does_not_make_what_came_meanwhile_late():
@@ -34,6 +49,7 @@ def test_a_stop_after_the_socket_was_found_empty_does_not_make_what_came_meanwhi
         return time.monotonic()
 
     try:
+        _wait_until_arrivals_are_stamped(receiver, sender)
         session = Session(SessionConfig(remote=("127.0.0.1", 9)), random.Random(1), 0.0)
         endpoint = Endpoint(session=session, sock=receiver)
         loop = MediaLoop([endpoint], 960, clock=clock)  # reads the clock once (calls == 1)
