@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 
 import numpy as np
 
@@ -37,6 +36,15 @@ from voip.netsim import NetworkSpec
 from voip.quality import plcmos, utterance_pesq
 from voip.session import SessionConfig
 from voip.simulate import simulate
+
+
+def _variant(rate: str) -> tuple[str, SessionConfig]:
+    """A row's name and settings: off, a FEC bitrate, or red (FEC and copies)."""
+    if rate == "red":
+        return "on, 32k, copies", SessionConfig(plain_peer_takes_redundancy=True)
+    if rate == "off":
+        return "off", SessionConfig(opus=OpusSettings(fec=False), redundancy=False)
+    return f"on, {int(rate) // 1000 or 24}k", SessionConfig(opus=OpusSettings(fec_bitrate=int(rate)), redundancy=False)
 
 
 def main() -> None:
@@ -56,15 +64,7 @@ def main() -> None:
     print(f"60 s conversation, Opus 24 kbit/s, 20 ms, seeds {args.seeds}, loss bursts of {args.burst:g}\n")
     print("| loss | FEC | PESQ-WB | PLCMOS | FEC % | rebuilt % | conc. % | buffer ms | kbit/s |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    plain = SessionConfig(redundancy=False)
-    variants = [
-        ("off", replace(plain, opus=OpusSettings(fec=False)))
-        if rate == "off"
-        else ("on, 32k, copies", SessionConfig(plain_peer_takes_redundancy=True))
-        if rate == "red"
-        else (f"on, {int(rate) // 1000 or 24}k", replace(plain, opus=OpusSettings(fec_bitrate=int(rate))))
-        for rate in args.fec_bitrates
-    ]
+    variants = [_variant(rate) for rate in args.fec_bitrates]
     for loss in args.losses:
         for name, config in variants:
             rows = []

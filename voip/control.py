@@ -423,6 +423,7 @@ class CallControl:
             if self._handshake is None:
                 self._connect(now)
             else:
+                assert self.remote_offer is not None  # the INVITE's, which made the call ring
                 try:
                     self._answer = self._handshake.answer(self._hello, self._context(self.remote_offer, self.offer))
                 except KeyAgreementError as exc:
@@ -630,15 +631,13 @@ class CallControl:
         elif msg.type is MessageType.BUSY:
             self._end("busy", normal=False)
 
-    def _context(self, caller_offer: Offer | None, listener_offer: Offer) -> bytes:
-        assert caller_offer is not None
+    def _context(self, caller_offer: Offer, listener_offer: Offer) -> bytes:
         return call_context(self.call_id, caller_offer.to_bytes(), listener_offer.to_bytes())
 
     def _agree_as_caller(self, msg: ControlMessage) -> bool:
         """Keys from the listener's ACCEPT; then REVEAL. False: no call (yet)."""
-        assert self._handshake is not None
+        assert self._handshake is not None and msg.offer is not None
         try:
-            assert msg.offer is not None
             self.keys, self._reveal = self._handshake.take_answer(msg.key, self._context(self.offer, msg.offer))
         except WrongCode as exc:
             self._send(MessageType.REFUSED, refusal=Refusal.WRONG_CODE)

@@ -170,6 +170,7 @@ class Session:
         self._expected_loss = 0.0
         self._reported_loss = False  # our last report told the peer of loss
         self._previous_payload: tuple[int, bytes] | None = None  # RTP timestamp and payload of the last packet sent
+        self._takes_redundancy = config.takes_redundancy  # read on every packet
 
     @property
     def first_send(self) -> float | None:
@@ -241,7 +242,7 @@ class Session:
         """To a peer that takes copies: until its first report, and while it reports loss.
         Before any report nothing is known of the path, and a call that starts on a lossy
         one would lose its first second unprotected; a clean path costs that second's copies."""
-        if not self.config.takes_redundancy:
+        if not self._takes_redundancy:
             return False
         if self.expected_loss_percent == 0 and self.remote_fraction_lost is not None:
             return False
@@ -369,7 +370,7 @@ class Session:
 
     def _receive_rtp(self, packet: RtpPacket, addr: Address, now: float) -> Drop | None:
         """Into the jitter buffer; or why not."""
-        red = packet.payload_type == RED_PAYLOAD_TYPE and self.config.takes_redundancy
+        red = packet.payload_type == RED_PAYLOAD_TYPE and self._takes_redundancy
         if packet.payload_type != self._receive_payload_type and not red:
             return Drop.WRONG_PAYLOAD_TYPE
         if self._expected_ssrc is not None and packet.ssrc != self._expected_ssrc:
